@@ -1,0 +1,74 @@
+"""The state a build carries from stage to stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekit.calibration import CalibrationSet
+from edgekit.options import BuildOptions
+from edgekit.targets import TargetProfile
+from edgekit.tensors import TensorSpec
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI prints it, the API default stays silent."""
+
+    def stage(self, name: str, detail: str = "") -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def stage(self, name: str, detail: str = "") -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class Artifact:
+    """One file of the bundle that a runtime executes, and what was measured of it."""
+
+    file: str
+    format: str  # tflite | onnx | ort
+    precision: str  # fp32 | fp16 | int8
+    runtime: str  # litert | onnxruntime
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+    tolerance: dict = field(default_factory=dict)
+    verification: dict = field(default_factory=dict)
+    host_latency_ms: dict = field(default_factory=dict)
+    compatibility: dict = field(default_factory=dict)
+    bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class BuildContext:
+    """Mutable build state. Stages read what earlier stages left and add their part."""
+
+    options: BuildOptions
+    profile: TargetProfile
+    bundle_dir: Path  # temporary; renamed into place when every stage succeeded
+    scratch_dir: Path  # intermediate files that never reach the bundle
+    reporter: Reporter = field(default_factory=SilentReporter)
+    model: Any = None  # torch.nn.Module, None for ONNX input
+    example_inputs: tuple = ()
+    source_onnx: Path | None = None  # set when the user gave an .onnx file
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    task: str | None = None
+    default_calibration: str | None = None
+    model_label: str = ""
+    calibration: CalibrationSet | None = None
+    reference: dict[str, np.ndarray] = field(default_factory=dict)  # verification outputs
+    onnx_path: Path | None = None  # the cleaned fp32 ONNX every converter starts from
+    artifacts: list[Artifact] = field(default_factory=list)
+    extra_files: list[str] = field(default_factory=list)
+    accuracy: dict = field(default_factory=dict)
+    compression: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,57 @@
+"""Errors edgekit raises on purpose. Each one says what is wrong and how to fix it.
+
+The CLI prints ``str(error)`` as one line and exits non-zero; anything else is a bug and shows
+a traceback only with ``--debug``.
+"""
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class: a problem the user can fix. ``hint`` says how."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, hint: str = "") -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{problem} ({hint})" if hint else problem)
+
+
+class TargetError(EdgekitError):
+    """A target profile is unknown or invalid."""
+
+
+class ModelSpecError(EdgekitError):
+    """The model argument cannot be loaded (missing file, bad factory spec, corrupt ONNX)."""
+
+
+class InputSpecError(EdgekitError):
+    """Input names, shapes or dtypes are missing or inconsistent."""
+
+
+class CalibrationError(EdgekitError):
+    """Calibration data is missing or does not fit the model's inputs."""
+
+
+class UnsupportedError(EdgekitError):
+    """A combination of options, model and target that edgekit refuses before any work."""
+
+
+class ConversionError(EdgekitError):
+    """A converter (onnx2tf, onnxruntime.quantization, ...) failed on this model."""
+
+    exit_code = 3
+
+
+class VerificationError(EdgekitError):
+    """An artifact's outputs drifted beyond the profile's tolerance."""
+
+    exit_code = 4
+
+
+class OutputExistsError(EdgekitError):
+    """The output folder exists and --force was not given."""
+
+
+class MissingDependencyError(EdgekitError):
+    """An optional package is not installed."""

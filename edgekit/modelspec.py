@@ -1,0 +1,111 @@
+"""Turn the MODEL argument into a loaded model: ``file.py:factory``, ``.pt2`` or ``.onnx``.
+
+A factory returns an ``nn.Module`` or ``(module, example_inputs)``. Its file may also define
+``INPUT_NAMES``, ``OUTPUT_NAMES``, ``CALIBRATION`` (a bundled set name) and ``TASK``
+(``classification`` enables top-1 metrics), which is how the bundled example describes itself.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ModelSpecError
+
+EXAMPLE_SPEC = "edgekit.examples.digits.model:factory"
+
+
+@dataclass
+class LoadedModel:
+    """What the load stage hands on. ``module`` is None for ONNX input."""
+
+    label: str
+    module: Any = None
+    example_inputs: tuple = ()
+    onnx_path: Path | None = None
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    calibration: str | None = None
+    task: str | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def load(spec: str | None) -> LoadedModel:
+    """Load ``spec``; None means the bundled example."""
+    if spec is None:
+        return _from_factory_module(importlib.import_module("edgekit.examples.digits.model"), "factory", "example:digits")
+    if spec.endswith(".onnx"):
+        return _load_onnx(Path(spec))
+    if spec.endswith(".pt2"):
+        return _load_pt2(Path(spec))
+    if ":" not in spec:
+        raise ModelSpecError(f"cannot tell what model {spec!r} is", "use path/to/file.py:factory, a .pt2 or an .onnx file")
+    file, _, attr = spec.rpartition(":")
+    return _from_factory_module(_import_file(Path(file)), attr, spec)
+
+
+def _import_file(path: Path) -> Any:
+    if path.suffix != ".py":
+        raise ModelSpecError(f"factory file {path} is not a .py file", "use path/to/file.py:factory")
+    if not path.is_file():
+        raise ModelSpecError(f"model file {path} does not exist", "check the path")
+    name = f"_edgekit_user_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: report it as their error, in one line
+        raise ModelSpecError(f"importing {path} failed: {type(exc).__name__}: {exc}", "fix the model file") from exc
+    return module
+
+
+def _from_factory_module(module: Any, attr: str, label: str) -> LoadedModel:
+    import torch
+
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelSpecError(f"{label}: no callable {attr!r} in {getattr(module, '__file__', module)}",
+                             "name a function that returns an nn.Module or (module, example_inputs)")
+    try:
+        result = factory()
+    except Exception as exc:
+        raise ModelSpecError(f"{label}: {attr}() raised {type(exc).__name__}: {exc}", "fix the factory") from exc
+    model, example = (result if isinstance(result, tuple) else (result, ()))
+    if not isinstance(model, torch.nn.Module):
+        raise ModelSpecError(f"{label}: {attr}() returned {type(model).__name__}, not an nn.Module",
+                             "return a torch.nn.Module or (module, example_inputs)")
+    example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
+    return LoadedModel(label, model.eval(), example, None, getattr(module, "INPUT_NAMES", None),
+                       getattr(module, "OUTPUT_NAMES", None), getattr(module, "CALIBRATION", None),
+                       getattr(module, "TASK", None))
+
+
+def _load_pt2(path: Path) -> LoadedModel:
+    import torch
+
+    if not path.is_file():
+        raise ModelSpecError(f"exported program {path} does not exist", "check the path")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelSpecError(f"{path} is not a loadable exported program: {type(exc).__name__}",
+                             "save it with torch.export.save(torch.export.export(model, args), path)") from exc
+    args, _ = program.example_inputs or ((), {})
+    return LoadedModel(str(path), program.module(), tuple(args))
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    import onnx
+
+    if not path.is_file():
+        raise ModelSpecError(f"ONNX file {path} does not exist", "check the path")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelSpecError(f"{path} is not a valid ONNX model: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}",
+                             "re-export it, e.g. with torch.onnx.export") from exc
+    return LoadedModel(str(path), None, (), path)

@@ -1,0 +1,41 @@
+"""Build options, declared once. The CLI and the Python API both fill in :class:`BuildOptions`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.tensors import TensorSpec
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``edgekit build`` takes.
+
+    Attributes:
+        target: a bundled profile name (``rpi4``) or the path of a profile ``.toml``.
+        model: ``file.py:factory``, an exported program ``.pt2``, an ``.onnx`` file, or None for
+            the bundled example (a CNN trained on scikit-learn's digits).
+        out: bundle folder; default ``dist/<target>``.
+        calibration: a bundled set name (``digits``, ``photos``) or a folder of samples;
+            default: the model's own set.
+        inputs: input specs overriding the factory's (``--input NAME:1x3x224x224``).
+        force: replace an existing bundle at ``out``.
+        allow_drift: record verification failures instead of stopping the build.
+        golden_samples: how many held-out samples go into ``golden.npz`` at most.
+        latency_runs: timed runs per artifact for the host latency (median reported).
+        seed: seeds torch and numpy so builds are reproducible.
+    """
+
+    target: str
+    model: str | None = None
+    out: Path | None = None
+    calibration: str | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    force: bool = False
+    allow_drift: bool = False
+    golden_samples: int = 32
+    latency_runs: int = 50
+    seed: int = 0
+
+    def out_dir(self, target_name: str) -> Path:
+        return Path(self.out) if self.out else Path("dist") / target_name

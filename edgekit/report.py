@@ -1,0 +1,49 @@
+"""Human-readable tables for the end of a build and for ``edgekit targets``."""
+from __future__ import annotations
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(rows: list[list[str]]) -> str:
+    """Left-aligned text table with a header rule."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def build_summary(manifest: dict) -> str:
+    """One row per artifact: size, ratio to the fp32 artifact, verification, accuracy, latency."""
+    artifacts = manifest["artifacts"]
+    fp32 = {a["format"]: a["bytes"] for a in artifacts if a["precision"] == "fp32"}
+    base = fp32.get("tflite") or fp32.get("onnx") or max((a["bytes"] for a in artifacts), default=1)
+    accuracy = (manifest.get("accuracy") or {}).get("per_artifact", {})
+    rows = [["artifact", "size", "vs fp32", "verified", "max err", "cosine", "top-1 agr", "accuracy", "host p50"]]
+    for a in artifacts:
+        v = a["verification"]
+        rows.append([a["file"], _fmt_bytes(a["bytes"]), f"{a['bytes'] / base:.2f}x", "PASS" if v.get("passed") else "FAIL",
+                     f"{v.get('max_abs_err', float('nan')):.3g}", f"{v.get('cosine', float('nan')):.5f}",
+                     f"{v['top1_agreement']:.3f}" if "top1_agreement" in v else "-",
+                     f"{accuracy[a['file']] * 100:.2f}%" if a["file"] in accuracy else "-",
+                     f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-"])
+    text = table(rows)
+    acc = manifest.get("accuracy")
+    if acc:
+        text += (f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} "
+                 f"({acc['samples']} samples): {acc['reference'] * 100:.2f}%")
+    return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
+
+
+def targets_table(profiles: list) -> str:
+    rows = [["target", "cpu", "cores", "tflite", "ort", "description"]]
+    for p in profiles:
+        tfl = f"{p.tflite.delegate} {'/'.join(x.value for x in p.tflite.precisions)}" if p.tflite.enabled else "-"
+        ort = f"{'/'.join(x.value for x in p.ort.precisions)} ({p.ort.int8.activation_type.value} act)" if p.ort.enabled else "-"
+        rows.append([p.name, p.device.cpu, str(p.device.cores), tfl, ort, p.description])
+    return table(rows)

@@ -1,0 +1,23 @@
+"""Build stages, in build order. A build is ``for stage in STAGES: stage.run(ctx)``."""
+from __future__ import annotations
+
+from edgekit.stages.base import Stage
+from edgekit.stages.bundle import WriteBundle
+from edgekit.stages.calibrate import Calibrate
+from edgekit.stages.cleanup_onnx import CleanupOnnx
+from edgekit.stages.compat import Compatibility
+from edgekit.stages.compress import Compress
+from edgekit.stages.evaluate import Evaluate
+from edgekit.stages.export_onnx import ExportOnnx
+from edgekit.stages.load import LoadModel
+from edgekit.stages.measure import MeasureLatency
+from edgekit.stages.ort import ORTConvert
+from edgekit.stages.tflite import TFLiteConvert
+from edgekit.stages.verify import Verify
+
+STAGES: tuple[type[Stage], ...] = (
+    LoadModel, Calibrate, Compress, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
+    Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle,
+)
+
+__all__ = ["STAGES", "Stage"]

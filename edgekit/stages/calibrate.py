@@ -1,0 +1,83 @@
+"""Calibration stage: load the data the model is fitted to and the reference outputs.
+
+The reference is the PyTorch model itself (or, for ONNX input, onnxruntime on the source file):
+every artifact is verified against it on held-out samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit import calibration
+from edgekit.context import BuildContext
+from edgekit.stages.base import Stage
+from edgekit.tensors import TensorSpec
+
+
+def reference_outputs(ctx: BuildContext, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the model being converted on ``samples`` (``[N, *shape]`` per input), one at a time
+    because the exported graph has a static batch."""
+    count = len(next(iter(samples.values())))
+    rows = [_run_one(ctx, {k: v[i] for k, v in samples.items()}) for i in range(count)]
+    return {spec.name: np.stack([r[j] for r in rows]) for j, spec in enumerate(ctx.outputs)}
+
+
+def _run_one(ctx: BuildContext, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
+    if ctx.model is None:
+        return _onnx_session(ctx).run(None, sample)
+    import torch
+
+    from edgekit.stages.load import _flatten_outputs
+
+    args = [torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in ctx.inputs]
+    with torch.no_grad():
+        return [t.detach().float().numpy() for t in _flatten_outputs(ctx.model(*args))]
+
+
+_SESSIONS: dict[str, object] = {}
+
+
+def _onnx_session(ctx: BuildContext):
+    import onnxruntime as ort
+
+    key = str(ctx.source_onnx)
+    if key not in _SESSIONS:
+        _SESSIONS.clear()
+        _SESSIONS[key] = ort.InferenceSession(key, providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
+
+
+class Calibrate(Stage):
+    """Load the calibration set, check it fits the inputs, compute reference outputs."""
+
+    name = "calibrate"
+    description = "loading calibration data"
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.calibration = calibration.resolve(ctx.options.calibration, ctx.inputs, self._default(ctx))
+        if ctx.task is None and ctx.calibration.task == "classification":
+            ctx.task = "classification"
+        limit = ctx.options.golden_samples
+        held_out = {k: v[:limit] for k, v in ctx.calibration.verification.items()}
+        ctx.calibration = _replace_verification(ctx.calibration, held_out)
+        ctx.reference = reference_outputs(ctx, held_out)
+        # ONNX inputs may declare unknown output dims; the reference run knows them.
+        ctx.outputs = [TensorSpec(s.name, tuple(ctx.reference[s.name].shape[1:]), s.dtype) for s in ctx.outputs]
+        ctx.reporter.info(f"calibration set {ctx.calibration.name!r}: "
+                          f"{len(next(iter(ctx.calibration.calibration.values())))} calibration, "
+                          f"{len(next(iter(held_out.values())))} held-out samples")
+
+    @staticmethod
+    def _default(ctx: BuildContext) -> str | None:
+        if ctx.default_calibration:
+            return ctx.default_calibration
+        # Three-channel images: the bundled real-photo set is a sensible default.
+        first = ctx.inputs[0]
+        if len(ctx.inputs) == 1 and len(first.shape) == 4 and 3 in (first.shape[1], first.shape[-1]):
+            return "photos"
+        return None
+
+
+def _replace_verification(cal: calibration.CalibrationSet, held_out: dict) -> calibration.CalibrationSet:
+    from dataclasses import replace
+
+    return replace(cal, verification=held_out)

@@ -1,0 +1,108 @@
+"""ONNX Runtime stage: static QDQ int8 with onnxruntime.quantization, then ``.ort`` conversion.
+
+onnxruntime.quantization is ORT's own quantizer: its QDQ output is exactly what ORT's int8
+kernels (and the NNAPI EP) fuse, which no third-party quantizer guarantees. The scheme
+(signedness, per-channel) comes from the profile because the fast choice differs per target.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgekit.context import Artifact, BuildContext
+from edgekit.errors import ConversionError
+from edgekit.hostrun import ORTSession
+from edgekit.isolated import run_tool
+from edgekit.quiet import captured
+from edgekit.stages.base import Stage
+from edgekit.targets import Precision
+
+
+class _Reader:
+    """Feeds calibration samples to quantize_static, one static-batch tensor at a time."""
+
+    def __init__(self, samples: dict) -> None:
+        count = len(next(iter(samples.values())))
+        self._rows = iter([{k: v[i] for k, v in samples.items()} for i in range(count)])
+
+    def get_next(self):
+        return next(self._rows, None)
+
+    def rewind(self) -> None:  # part of the CalibrationDataReader protocol; one pass suffices
+        pass
+
+
+def _quantize(ctx: BuildContext, source: Path, target: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    scheme = ctx.profile.ort.int8
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    prepared = ctx.scratch_dir / "ort_preprocessed.onnx"
+    # quant_pre_process runs symbolic shape inference and ORT's graph optimizations so the
+    # quantizer sees fused Conv+Relu etc. and places fewer QDQ pairs.
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+    quantize_static(str(prepared), str(target), _Reader(ctx.calibration.calibration),
+                    quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
+                    activation_type=types[scheme.activation_type.value], weight_type=types[scheme.weight_type.value],
+                    calibrate_method=CalibrationMethod.MinMax)
+
+
+def _to_ort(ctx: BuildContext, onnx_file: Path) -> Path:
+    """Convert to the ORT mobile format; keeps the ``required_operators.config`` for a
+    reduced-size ORT build. Runs isolated with ASLR off so the .ort bytes are reproducible."""
+    work = ctx.scratch_dir / f"ort_{onnx_file.stem}"
+    work.mkdir()
+    shutil.copyfile(onnx_file, work / onnx_file.name)
+    run_tool("import runpy; runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')",
+             [str(work), "--optimization_style", ctx.profile.ort.optimization_style], work,
+             "ORT format conversion", "check the model loads in onnxruntime")
+    produced = sorted(work.glob("*.ort"))
+    if not produced:
+        raise ConversionError(f"ORT format conversion produced nothing for {onnx_file.name}", "run with --debug")
+    target = ctx.bundle_dir / f"{onnx_file.stem}.ort"
+    shutil.copyfile(produced[0], target)
+    configs = sorted(work.glob("*.config"))
+    if configs:
+        name = f"{onnx_file.stem}.required_operators.config"
+        # the tool writes the absolute scratch path into a comment line: drop it (reproducibility)
+        lines = [line for line in configs[0].read_text().splitlines() if not line.startswith("# - /")]
+        (ctx.bundle_dir / name).write_text("\n".join(lines) + "\n")
+        ctx.extra_files.append(name)
+    return target
+
+
+class ORTConvert(Stage):
+    """Produce ``model_<precision>.onnx`` (+ ``.ort``) for every ORT precision in the profile."""
+
+    name = "ort"
+    description = "quantizing for ONNX Runtime"
+
+    def applies(self, ctx: BuildContext) -> bool:
+        return ctx.profile.ort.enabled
+
+    def run(self, ctx: BuildContext) -> None:
+        try:
+            with captured():
+                for precision in ctx.profile.ort.precisions:
+                    self._one(ctx, precision)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"onnxruntime conversion failed: {type(exc).__name__}: {str(exc)[:200]}",
+                                  "run with --debug for details, or disable ORT in the profile") from exc
+
+    def _one(self, ctx: BuildContext, precision: Precision) -> None:
+        target = ctx.bundle_dir / f"model_{precision.value}.onnx"
+        if precision == Precision.INT8:
+            _quantize(ctx, ctx.onnx_path, target)
+        else:
+            shutil.copyfile(ctx.onnx_path, target)
+        files = [target]
+        if ctx.profile.ort.ort_format:
+            files.append(_to_ort(ctx, target))
+        for path in files:
+            session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
+            ctx.artifacts.append(Artifact(path.name, path.suffix[1:], precision.value, "onnxruntime",
+                                          session.inputs, session.outputs))
+

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models defined in code and bundles built once per session."""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TINY_CNN = textwrap.dedent('''
+    import torch, torch.nn as nn
+    CALIBRATION = "digits"
+    TASK = "classification"
+    INPUT_NAMES = ["input"]
+    OUTPUT_NAMES = ["logits"]
+
+    def factory():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        return model, (torch.zeros(1, 1, 8, 8),)
+
+    def no_example():
+        return factory()[0]
+
+    def not_a_module():
+        return 42
+
+    def broken():
+        raise RuntimeError("boom")
+''')
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A user model file with several factories, good and bad."""
+    path = tmp_path_factory.mktemp("models") / "tiny.py"
+    path.write_text(TINY_CNN)
+    return path
+
+
+def build_bundle(out: Path, target: str, model: str | None = None, **kwargs) -> dict:
+    from edgekit import BuildOptions, build
+
+    return build(BuildOptions(target=target, model=model, out=out, latency_runs=kwargs.pop("latency_runs", 20), **kwargs))
+
+
+@pytest.fixture(scope="session")
+def example_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """The bundled digits example built for rpi4, once per session."""
+    out = tmp_path_factory.mktemp("example") / "rpi4"
+    return out, build_bundle(out, "rpi4")
+
+
+@pytest.fixture(scope="session")
+def tiny_nnapi_bundle(tmp_path_factory, tiny_model_file) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("nnapi") / "bundle"
+    return out, build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0)
