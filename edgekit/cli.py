@@ -51,12 +51,20 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--allow-drift", is_flag=True, help="Keep artifacts that fail verification (reported as FAIL).")
 @click.option("--latency-runs", default=50, show_default=True, help="Timed host runs per artifact (0: skip).")
+@click.option("--share", metavar="auto", help="Compression: tie shared weights, e.g. auto.")
+@click.option("--prune", metavar="KIND:RATIO[,k=v]", help="Compression: e.g. structured:0.5,finetune_epochs=5 or unstructured:0.8.")
+@click.option("--lowrank", metavar="RULE:VALUE", help="Compression: SVD of Linear/1x1 layers, e.g. energy:0.9 or ratio:0.5.")
+@click.option("--distill", metavar="k=v[,k=v]", help="Compression: distillation from the original, e.g. epochs=3.")
+@click.option("--qat", metavar="k=v[,k=v]", help="Compression: quantization-aware training, e.g. epochs=1.")
+@click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), help="Compression recipe TOML ([[compress]] tables).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def build(model, target, out, calibration, inputs, force, allow_drift, latency_runs, as_json, debug) -> None:
+def build(model, target, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
+          recipe_file, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2) or an .onnx file.
+    Compression steps run in the fixed order share, prune, lowrank, distill, qat.
     """
     from edgekit.options import BuildOptions
     from edgekit.pipeline import build as run_build
@@ -64,8 +72,10 @@ def build(model, target, out, calibration, inputs, force, allow_drift, latency_r
     from edgekit.tensors import parse_input_spec
 
     specs = tuple(_run(debug, parse_input_spec, text) for text in inputs)
-    options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs,
-                           force=force, allow_drift=allow_drift, latency_runs=latency_runs)
+    steps = {"share": share, "prune": prune, "lowrank": lowrank, "distill": distill, "qat": qat}
+    recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
+    options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
+                           allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = [a["file"] for a in manifest["artifacts"] if not a["verification"].get("passed")]
@@ -110,6 +120,94 @@ def inspect(model: str, target: str, inputs, as_json: bool, debug: bool) -> None
     specs = tuple(_run(debug, parse_input_spec, text) for text in inputs)
     report = _run(debug, inspect_model, model, target=target, inputs=specs)
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--host", "-H", "hosts", multiple=True, metavar="USER@NAME[:PORT]",
+              help="Run on this device over SSH (keys only, known host keys only); repeat for several, run in parallel. "
+                   "Default: run here.")
+@click.option("--emulate", type=click.Choice(["aarch64"]), help="Run inside an aarch64 userland under qemu (correctness only).")
+@click.option("--identity", "-i", type=click.Path(path_type=Path), help="SSH private key [default: ssh's own].")
+@click.option("--known-hosts", type=click.Path(path_type=Path), help="known_hosts file to verify host keys [default: ~/.ssh/known_hosts].")
+@click.option("--python", default="python3", show_default=True, help="Python on the device (e.g. a venv's bin/python).")
+@click.option("--artifact", help="Run only this artifact.")
+@click.option("--threads", type=int, help="Runtime threads [default: the bundle's runtime_defaults].")
+@click.option("--runs", type=int, help="Minimum timed runs per artifact [runner default 50].")
+@click.option("--warmup", type=int, help="Warm-up runs [runner default 5].")
+@click.option("--min-seconds", type=float, help="Minimum timed seconds per artifact [runner default 1].")
+@click.option("--max-seconds", type=float, help="Cap on timed seconds per artifact [runner default 60].")
+@click.option("--timeout", default=1800.0, show_default=True, help="Seconds allowed per step (copy, run) per host.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Also save the reports (JSON list) here, for `edgekit compare`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON instead of the table.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threads, runs, warmup, min_seconds, max_seconds,
+          timeout, out, as_json, debug) -> None:
+    """Run BUNDLE's own runner here, on devices over SSH (--host), or emulated (--emulate aarch64).
+
+    Exit 0 when every artifact ran and matched its golden outputs, 4 when one did not.
+    """
+    from edgekit.bench import render_bench
+    from edgekit.errors import EdgekitError
+
+    runner_args: list[str] = []
+    for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--warmup", warmup),
+                        ("--min-seconds", min_seconds), ("--max-seconds", max_seconds)):
+        if value is not None:
+            runner_args += [flag, str(value)]
+    try:
+        reports, error = _bench_reports(bundle, hosts, emulate, runner_args, identity, known_hosts, python, timeout), None
+    except EdgekitError as exc:  # with several hosts, the ones that worked are still shown
+        if debug:
+            raise
+        reports, error = getattr(exc, "results", []), exc
+    if out and reports:
+        out.write_text(json.dumps(reports, indent=2) + "\n")
+    if reports:
+        click.echo(json.dumps(reports, indent=2) if as_json else render_bench(reports))
+    if error is not None:
+        click.echo(f"edgekit: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    failed = [r["host"] for r in reports if not r["passed"]]
+    if failed:
+        click.echo(f"edgekit: correctness failed or an artifact errored on: {', '.join(failed)}", err=True)
+        sys.exit(4)
+
+
+def _bench_reports(bundle, hosts, emulate, runner_args, identity, known_hosts, python, timeout) -> list[dict]:
+    if emulate:
+        from edgekit.emulate import prepare
+        from edgekit.emulate import run as run_emulated
+
+        progress = lambda line: click.echo(f"          {line}", err=True)  # noqa: E731
+        report = run_emulated(bundle, runner_args, env=prepare(emulate, runtime="all", progress=progress), progress=progress)
+        passed = report.get("exit_code", 1) == 0 and all(r.get("correctness", {}).get("passed") for r in report["results"])
+        return [{**report, "host": f"emulated-{emulate}", "passed": passed}]
+    from edgekit.bench import bench as run_bench
+
+    return run_bench(bundle, hosts=hosts, runner_args=runner_args, identity=identity, known_hosts=known_hosts,
+                     python=python, timeout=timeout)
+
+
+@main.command("compare")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--per-artifact", is_flag=True, help="Ratios to the same artifact in the first file (default: to the first row).")
+@click.option("--plot", "plot_png", type=click.Path(path_type=Path), help="Also draw latency distributions and size vs p50 (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (without the raw samples).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def compare_cmd(reports, per_artifact, plot_png, as_json, debug) -> None:
+    """Compare runner reports (files from `edgekit bench --out` or `edgekit_runner.py --json`)."""
+    from edgekit.compare import compare, plot, render_compare
+
+    data = _run(debug, compare, reports, per_artifact=per_artifact)
+    if plot_png:
+        plot(data, plot_png)
+        click.echo(f"wrote {plot_png}", err=True)
+    if as_json:
+        rows = [{k: v for k, v in row.items() if k != "samples_ms"} for row in data["rows"]]
+        click.echo(json.dumps({**data, "rows": rows}, indent=2))
+    else:
+        click.echo(render_compare(data))
 
 
 if __name__ == "__main__":

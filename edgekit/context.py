@@ -71,4 +71,6 @@ class BuildContext:
     extra_files: list[str] = field(default_factory=list)
     accuracy: dict = field(default_factory=dict)
     compression: list[dict] = field(default_factory=list)
+    recipe: Any = None  # edgekit.compress.Recipe, parsed before any stage runs
+    qat_model: Any = None  # the fake-quant model when the recipe ends with QAT
     timings: dict[str, float] = field(default_factory=dict)

@@ -55,3 +55,11 @@ class OutputExistsError(EdgekitError):
 
 class MissingDependencyError(EdgekitError):
     """An optional package is not installed."""
+
+
+class BenchError(EdgekitError):
+    """A benchmark could not run, or its result cannot be fetched or read (bundle, SSH, device, file)."""
+
+
+class EmulationError(EdgekitError):
+    """The emulated (qemu user-mode) device userland cannot be prepared or run."""

@@ -24,6 +24,9 @@ class BuildOptions:
         golden_samples: how many held-out samples go into ``golden.npz`` at most.
         latency_runs: timed runs per artifact for the host latency (median reported).
         seed: seeds torch and numpy so builds are reproducible.
+        recipe: compression steps in CLI shorthand (``prune=structured:0.5``, ``qat=epochs=1``).
+        recipe_file: a TOML recipe (``[[compress]]`` tables); default ``edgekit.toml`` beside a
+            ``file.py:factory`` model when that file exists.
     """
 
     target: str
@@ -36,6 +39,8 @@ class BuildOptions:
     golden_samples: int = 32
     latency_runs: int = 50
     seed: int = 0
+    recipe: tuple[str, ...] = ()
+    recipe_file: Path | None = None
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

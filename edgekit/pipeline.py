@@ -44,8 +44,10 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     """
     from edgekit.stages import STAGES
     from edgekit.stages.bundle import manifest
+    from edgekit.stages.compress import load_recipe
 
     profile = load_target(options.target)
+    recipe = load_recipe(options)  # a bad recipe is refused before any work
     out = options.out_dir(profile.name)
     if out.exists() and not options.force:
         raise OutputExistsError(f"{out} already exists", "pass --force to replace it, or choose another --out")
@@ -53,7 +55,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     _seed(options.seed)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     scratch = Path(tempfile.mkdtemp(prefix="edgekit-"))
-    ctx = BuildContext(options, profile, staged, scratch, reporter or SilentReporter())
+    ctx = BuildContext(options, profile, staged, scratch, reporter or SilentReporter(), recipe=recipe)
     try:
         for stage_cls in STAGES:
             stage = stage_cls()

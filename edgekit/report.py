@@ -33,11 +33,24 @@ def build_summary(manifest: dict) -> str:
                      f"{accuracy[a['file']] * 100:.2f}%" if a["file"] in accuracy else "-",
                      f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-"])
     text = table(rows)
+    if manifest.get("compression"):
+        text = compression_summary(manifest["compression"]) + "\n\n" + text
     acc = manifest.get("accuracy")
     if acc:
         text += (f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} "
                  f"({acc['samples']} samples): {acc['reference'] * 100:.2f}%")
     return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
+
+
+def compression_summary(steps: list[dict]) -> str:
+    """One row per compression step, measured on the PyTorch model after that step."""
+    rows = [["step", "params", "MACs", "sparsity", "accuracy", "cosine", "fp32 ONNX", "ORT p50"]]
+    for s in steps:
+        rows.append([s["method"], f"{s['params']:,}", f"{s['macs']:,}" if s.get("macs") else "-", f"{s['sparsity']:.2f}",
+                     f"{s['accuracy'] * 100:.2f}%" if s.get("accuracy") is not None else "-",
+                     f"{s['cosine']:.4f}" if s.get("cosine") is not None else "-",
+                     _fmt_bytes(s["onnx_fp32_bytes"]), f"{s['ort_fp32_p50_ms']:.3f} ms"])
+    return "compression (PyTorch model after each step)\n" + table(rows)
 
 
 def targets_table(profiles: list) -> str:

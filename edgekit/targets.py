@@ -50,6 +50,14 @@ class Export:
 
 
 @dataclass(frozen=True)
+class CompressConfig:
+    """Target facts that shape compression: structured pruning keeps channel counts a
+    multiple of ``channel_multiple`` (the SIMD width the kernels pack channels by)."""
+
+    channel_multiple: int = 1
+
+
+@dataclass(frozen=True)
 class TFLiteInt8:
     """Full-integer TFLite scheme. XNNPACK's fast path: int8 per-channel weights, per-tensor
     int8 activations. ``io_dtype`` float32 keeps float I/O (quantize/dequantize inside)."""
@@ -113,6 +121,7 @@ class TargetProfile:
     export: Export = Export()
     tflite: TFLiteConfig = TFLiteConfig()
     ort: ORTConfig = ORTConfig()
+    compress: CompressConfig = CompressConfig()
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     source: str = ""
 
@@ -122,7 +131,7 @@ class TargetProfile:
 
 
 _ENUMS = {"precisions": Precision, "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
-_NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig}
+_NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -22,6 +22,12 @@ TINY_CNN = textwrap.dedent('''
                               nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
         return model, (torch.zeros(1, 1, 8, 8),)
 
+    def conv_only():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 10, 3, padding=1),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return model, (torch.zeros(1, 1, 8, 8),)
+
     def no_example():
         return factory()[0]
 
@@ -41,20 +47,26 @@ def tiny_model_file(tmp_path_factory) -> Path:
     return path
 
 
-def build_bundle(out: Path, target: str, model: str | None = None, **kwargs) -> dict:
+def _build_bundle(out: Path, target: str, model: str | None = None, **kwargs) -> dict:
     from edgekit import BuildOptions, build
 
     return build(BuildOptions(target=target, model=model, out=out, latency_runs=kwargs.pop("latency_runs", 20), **kwargs))
 
 
 @pytest.fixture(scope="session")
+def build_bundle():
+    """``build_bundle(out, target, model=None, **options) -> manifest`` through the public API."""
+    return _build_bundle
+
+
+@pytest.fixture(scope="session")
 def example_bundle(tmp_path_factory) -> tuple[Path, dict]:
     """The bundled digits example built for rpi4, once per session."""
     out = tmp_path_factory.mktemp("example") / "rpi4"
-    return out, build_bundle(out, "rpi4")
+    return out, _build_bundle(out, "rpi4")
 
 
 @pytest.fixture(scope="session")
 def tiny_nnapi_bundle(tmp_path_factory, tiny_model_file) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("nnapi") / "bundle"
-    return out, build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0)
+    return out, _build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0)

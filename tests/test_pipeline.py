@@ -8,8 +8,6 @@ import onnx
 import pytest
 import torch
 
-from conftest import build_bundle
-
 MANIFEST_KEYS = {"edgekit_version", "target", "inputs", "outputs", "artifacts", "accuracy"}
 ARTIFACT_KEYS = {"file", "format", "precision", "runtime", "bytes", "sha256", "inputs", "verification"}
 
@@ -46,7 +44,7 @@ def test_manifest_contract(tiny_nnapi_bundle):
         assert golden["input"].shape[1:] == (1, 1, 8, 8) and golden["logits"].shape[1:] == (1, 10)
 
 
-def test_int8_builds_are_byte_identical(tmp_path, tiny_model_file):
+def test_int8_builds_are_byte_identical(tmp_path, tiny_model_file, build_bundle):
     spec = f"{tiny_model_file}:factory"
     first = build_bundle(tmp_path / "a", "host", spec, latency_runs=0)
     second = build_bundle(tmp_path / "b", "host", spec, latency_runs=0)
@@ -56,7 +54,7 @@ def test_int8_builds_are_byte_identical(tmp_path, tiny_model_file):
     assert ("tflite", "fp16") in precisions and ("onnx", "fp32") in precisions  # the host profile asks for both
 
 
-def test_onnx_input_is_built_and_verified(tmp_path, tiny_model_file):
+def test_onnx_input_is_built_and_verified(tmp_path, tiny_model_file, build_bundle):
     from edgekit.modelspec import load
 
     loaded = load(f"{tiny_model_file}:factory")
@@ -68,7 +66,7 @@ def test_onnx_input_is_built_and_verified(tmp_path, tiny_model_file):
     assert manifest["inputs"][0]["shape"] == [1, 1, 8, 8]
 
 
-def test_pt2_input_with_input_override(tmp_path, tiny_model_file):
+def test_pt2_input_with_input_override(tmp_path, tiny_model_file, build_bundle):
     from edgekit.modelspec import load
     from edgekit.tensors import parse_input_spec
 
@@ -91,7 +89,7 @@ def test_inspect_reports_ops_without_building(tmp_path, tiny_model_file):
     assert "CONV_2D x2" in render(report)
 
 
-def test_verification_failure_stops_the_build(tmp_path, tiny_model_file):
+def test_verification_failure_stops_the_build(tmp_path, tiny_model_file, build_bundle):
     from edgekit.errors import VerificationError
     from edgekit.paths import targets_dir
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from edgekit.stages.base import Stage
 from edgekit.stages.bundle import WriteBundle
-from edgekit.stages.calibrate import Calibrate
+from edgekit.stages.calibrate import Calibrate, Reference
 from edgekit.stages.cleanup_onnx import CleanupOnnx
 from edgekit.stages.compat import Compatibility
 from edgekit.stages.compress import Compress
@@ -16,7 +16,7 @@ from edgekit.stages.tflite import TFLiteConvert
 from edgekit.stages.verify import Verify
 
 STAGES: tuple[type[Stage], ...] = (
-    LoadModel, Calibrate, Compress, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
+    LoadModel, Calibrate, Compress, Reference, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
     Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle,
 )
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import edgekit
 from edgekit.context import BuildContext
+from edgekit.plots import size_vs_accuracy
 from edgekit.stages.base import Stage
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner" / "edgekit_runner.py"
@@ -86,6 +87,9 @@ class WriteBundle(Stage):
             artifact.bytes = (out / artifact.file).stat().st_size
             artifact.sha256 = sha256(out / artifact.file)
         data = manifest(ctx)
+        (out / "reports").mkdir(exist_ok=True)
+        if size_vs_accuracy(data, out / "reports" / "size_vs_accuracy.png"):
+            data["plots"] = ["reports/size_vs_accuracy.png"]
         (out / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
         files = ", ".join(f"`{a.file}`" for a in ctx.artifacts)
         (out / "README.md").write_text(_README.format(model=ctx.model_label, target=ctx.profile.name, files=files,

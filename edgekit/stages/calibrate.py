@@ -1,4 +1,4 @@
-"""Calibration stage: load the data the model is fitted to and the reference outputs.
+"""Calibration and reference stages: the data the model is fitted to, and its reference outputs.
 
 The reference is the PyTorch model itself (or, for ONNX input, onnxruntime on the source file):
 every artifact is verified against it on held-out samples.
@@ -47,7 +47,7 @@ def _onnx_session(ctx: BuildContext):
 
 
 class Calibrate(Stage):
-    """Load the calibration set, check it fits the inputs, compute reference outputs."""
+    """Load the calibration set and check it fits the inputs."""
 
     name = "calibrate"
     description = "loading calibration data"
@@ -59,9 +59,6 @@ class Calibrate(Stage):
         limit = ctx.options.golden_samples
         held_out = {k: v[:limit] for k, v in ctx.calibration.verification.items()}
         ctx.calibration = _replace_verification(ctx.calibration, held_out)
-        ctx.reference = reference_outputs(ctx, held_out)
-        # ONNX inputs may declare unknown output dims; the reference run knows them.
-        ctx.outputs = [TensorSpec(s.name, tuple(ctx.reference[s.name].shape[1:]), s.dtype) for s in ctx.outputs]
         ctx.reporter.info(f"calibration set {ctx.calibration.name!r}: "
                           f"{len(next(iter(ctx.calibration.calibration.values())))} calibration, "
                           f"{len(next(iter(held_out.values())))} held-out samples")
@@ -75,6 +72,20 @@ class Calibrate(Stage):
         if len(ctx.inputs) == 1 and len(first.shape) == 4 and 3 in (first.shape[1], first.shape[-1]):
             return "photos"
         return None
+
+
+class Reference(Stage):
+    """Reference outputs of the model that is converted (after compression, if any): every
+    artifact is verified against them, so verification measures conversion fidelity, and the
+    compression report measures what compression cost against the original."""
+
+    name = "reference"
+    description = "computing reference outputs"
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.reference = reference_outputs(ctx, ctx.calibration.verification)
+        # ONNX inputs may declare unknown output dims; the reference run knows them.
+        ctx.outputs = [TensorSpec(s.name, tuple(ctx.reference[s.name].shape[1:]), s.dtype) for s in ctx.outputs]
 
 
 def _replace_verification(cal: calibration.CalibrationSet, held_out: dict) -> calibration.CalibrationSet:

@@ -1,11 +1,112 @@
-"""Compression stage: the hook where pruning, low-rank, distillation and QAT run (issue #4).
+"""Compression stage: runs the recipe (share -> prune -> lowrank -> distill -> qat) on the
+PyTorch model before export, with the calibration set's labelled splits as training data.
 
-Until a recipe is given it does nothing, and says so in the manifest's ``compression`` field.
+The methods live in :mod:`edgekit.compress`; this stage turns build inputs into their data,
+applies the target's channel multiple to structured pruning, and measures every step: the
+library's figures (params, MACs, accuracy, cosine, sparsity) plus real fp32 ONNX bytes and
+onnxruntime host latency of the model after the step.
 """
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
 from edgekit.context import BuildContext
+from edgekit.errors import UnsupportedError
+from edgekit.options import BuildOptions
 from edgekit.stages.base import Stage
+
+
+def load_recipe(options: BuildOptions):
+    """The recipe from ``--recipe``, CLI shorthand, or ``edgekit.toml`` beside the model;
+    parsed (and refused when malformed) before the build does any work."""
+
+    recipe = _parse_recipe(options)
+    if recipe is not None and recipe.steps and options.model and options.model.endswith(".onnx"):
+        raise UnsupportedError("compression needs a PyTorch model; this build starts from ONNX",
+                               "pass file.py:factory or a .pt2, or drop the compression options")
+    return recipe
+
+
+def _parse_recipe(options: BuildOptions):
+    from edgekit.compress import Recipe
+
+    if options.recipe and options.recipe_file:
+        raise UnsupportedError("both --recipe FILE and compression flags were given", "use one of them")
+    if options.recipe:
+        return Recipe.from_cli(list(options.recipe))
+    path = options.recipe_file or _beside_model(options.model)
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UnsupportedError(f"recipe file {path} does not exist", "check the --recipe path")
+    return Recipe.from_toml(Path(path))
+
+
+def _beside_model(model: str | None) -> Path | None:
+    if not model or ":" not in model or model.endswith((".onnx", ".pt2")):
+        return None
+    candidate = Path(model.rpartition(":")[0]).parent / "edgekit.toml"
+    return candidate if candidate.is_file() else None
+
+
+def _tensor(samples: dict | None, name: str):
+    """``[N, 1, *shape]`` build samples -> ``[N, *shape]`` training tensor."""
+    import torch
+
+    if samples is None:
+        return None
+    x = samples[name]
+    return torch.from_numpy(np.ascontiguousarray(x.reshape((-1,) + x.shape[2:])))
+
+
+def _labels(y):
+    import torch
+
+    return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def train_data(ctx: BuildContext):
+    """Labelled train/eval splits when the calibration set has them, else calibration inputs
+    with the uncompressed model as the only label source."""
+    from edgekit.compress import TrainData
+
+    cal, name = ctx.calibration, ctx.inputs[0].name
+    if cal.train is not None:
+        return TrainData(_tensor(cal.train, name), _labels(cal.train_labels), _tensor(cal.eval, name), _labels(cal.eval_labels),
+                         seed=ctx.options.seed)
+    return TrainData(_tensor(cal.calibration, name), x_eval=_tensor(cal.verification, name), seed=ctx.options.seed)
+
+
+def _with_channel_multiple(recipe, multiple: int):
+    from edgekit.compress import Method, PruneKind, Recipe
+
+    steps = []
+    for step in recipe.steps:
+        if step.method is Method.PRUNE and step.options.kind is PruneKind.STRUCTURED and step.options.round_to is None:
+            step = dataclasses.replace(step, options=dataclasses.replace(step.options, round_to=multiple))
+        steps.append(step)
+    return Recipe(tuple(steps))
+
+
+def _export_and_time(model, ctx: BuildContext, runs: int = 30) -> dict:
+    """Real fp32 ONNX bytes and onnxruntime p50 of one step's model."""
+    import torch
+
+    from edgekit.hostrun import ORTSession
+    from edgekit.quiet import captured
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "step.onnx"
+        with captured():
+            torch.onnx.export(model.eval(), ctx.example_inputs, str(path), dynamo=False, opset_version=17,
+                              input_names=[s.name for s in ctx.inputs], output_names=[s.name for s in ctx.outputs])
+        session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
+        sample = {k: v[0] for k, v in ctx.calibration.verification.items()}
+        return {"onnx_fp32_bytes": path.stat().st_size, "ort_fp32_p50_ms": float(np.median(session.latency_ms(sample, runs)))}
 
 
 class Compress(Stage):
@@ -15,7 +116,32 @@ class Compress(Stage):
     description = "compressing the model"
 
     def applies(self, ctx: BuildContext) -> bool:
-        return False  # no recipe options exist yet; ONNX input is never compressed
+        return ctx.recipe is not None and bool(ctx.recipe.steps)
 
-    def run(self, ctx: BuildContext) -> None:  # pragma: no cover - enabled with recipes
-        raise NotImplementedError
+    def run(self, ctx: BuildContext) -> None:
+        from edgekit.compress import Method, run, validate
+        from edgekit.compress.qat import to_float
+
+        if len(ctx.inputs) != 1:
+            raise UnsupportedError("compression supports single-input models", "compress the model before edgekit")
+        recipe = _with_channel_multiple(ctx.recipe, ctx.profile.compress.channel_multiple)
+        data = train_data(ctx)
+        validate(recipe, ctx.model, data, example_inputs=ctx.example_inputs)  # refuse before any work
+        measured: list[dict] = []
+        model, reports = run(recipe, ctx.model, data, example_inputs=ctx.example_inputs,
+                             on_step=lambda method, m: measured.append(_export_and_time(_plain(m), ctx)))
+        if recipe.steps[-1].method is Method.QAT:
+            ctx.qat_model = model
+            model = to_float(model)  # weights on the int8 grid, for the PTQ converters
+        ctx.model = model.eval()
+        ctx.compression = [{**r.to_dict(), **m} for r, m in zip(reports, measured)]
+        for r in ctx.compression:
+            acc = f"top-1 {r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else f"cosine {r['cosine']:.4f}"
+            ctx.reporter.info(f"{r['method']:>9}: {r['params']:,} params, {acc}, {r['onnx_fp32_bytes'] / 1e3:.1f} KB fp32")
+
+
+def _plain(model):
+    """QAT models are timed as their float equivalent (fake-quant ops are not deployable)."""
+    from edgekit.compress.qat import QuantWrapped, to_float
+
+    return to_float(model) if isinstance(model, QuantWrapped) else model

@@ -1,7 +1,9 @@
 """Host latency stage: median of repeated runs per artifact, same runtime settings for all.
 
-These are build-host figures (x86 unless the build runs on the device): they rank artifacts,
-they do not predict device latency. The device runner measures that.
+Artifacts are timed in interleaved rounds (a slice of runs for each, then the next round), so
+a load spike on the host hits all of them alike and the ratios between them stay fair.
+These are build-host figures: they rank artifacts, they do not predict device latency; the
+device runner measures that.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import numpy as np
 from edgekit.context import BuildContext
 from edgekit.hostrun import open_session
 from edgekit.stages.base import Stage
+
+ROUNDS = 5
 
 
 class MeasureLatency(Stage):
@@ -25,11 +29,17 @@ class MeasureLatency(Stage):
 
     def run(self, ctx: BuildContext) -> None:
         sample = {k: v[0] for k, v in ctx.calibration.verification.items()}
+        sessions, threads = [], []
         for artifact in ctx.artifacts:
             cfg = ctx.profile.tflite if artifact.format == "tflite" else ctx.profile.ort
-            # the profile's thread count, but never more than this host has
-            threads = max(1, min(cfg.threads, os.cpu_count() or 1))
-            session = open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads)
-            times = np.asarray(session.latency_ms(sample, ctx.options.latency_runs))
-            artifact.host_latency_ms = {"p50": float(np.median(times)), "mean": float(times.mean()),
-                                        "min": float(times.min()), "runs": len(times), "threads": threads}
+            threads.append(max(1, min(cfg.threads, os.cpu_count() or 1)))  # never more than this host has
+            sessions.append(open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads[-1]))
+        per_round = max(1, -(-ctx.options.latency_runs // ROUNDS))
+        times: list[list[float]] = [[] for _ in sessions]
+        for round_index in range(ROUNDS):
+            for session, bucket in zip(sessions, times):
+                bucket += session.latency_ms(sample, per_round, warmup=5 if round_index == 0 else 1)
+        for artifact, bucket, count in zip(ctx.artifacts, times, threads):
+            t = np.asarray(bucket)
+            artifact.host_latency_ms = {"p50": float(np.median(t)), "mean": float(t.mean()), "min": float(t.min()),
+                                        "runs": len(t), "threads": count}

@@ -86,6 +86,8 @@ class ORTConvert(Stage):
             with captured():
                 for precision in ctx.profile.ort.precisions:
                     self._one(ctx, precision)
+                if ctx.qat_model is not None:
+                    self._qat(ctx)
         except ConversionError:
             raise
         except Exception as exc:
@@ -106,3 +108,13 @@ class ORTConvert(Stage):
             ctx.artifacts.append(Artifact(path.name, path.suffix[1:], precision.value, "onnxruntime",
                                           session.inputs, session.outputs))
 
+    def _qat(self, ctx: BuildContext) -> None:
+        """The QAT model exported with its own QDQ pairs (scales learned in training), beside
+        the post-training int8 artifacts so one table compares PTQ and QAT."""
+        from edgekit.compress import export_qdq_onnx
+
+        target = ctx.bundle_dir / "model_int8_qat.onnx"
+        export_qdq_onnx(ctx.qat_model, ctx.example_inputs, target, input_names=[s.name for s in ctx.inputs],
+                        output_names=[s.name for s in ctx.outputs], dynamic_batch=False)
+        session = ORTSession(target, ctx.inputs, ctx.outputs, threads=1)
+        ctx.artifacts.append(Artifact(target.name, "onnx", "int8", "onnxruntime", session.inputs, session.outputs))

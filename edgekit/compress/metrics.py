@@ -1,0 +1,121 @@
+"""Size and quality measures shared by every compression method and the stage reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+_EVAL_BATCH = 256
+
+
+def model_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` in eval mode without grad, in batches; the first tensor output.
+
+    Models that return tuples or dicts (Hugging Face style) are reduced to their first
+    tensor, which is what the exported graph's first output is too.
+    """
+    was_training = model.training
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), _EVAL_BATCH):
+            outs.append(first_tensor(model(x[start:start + _EVAL_BATCH])))
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model output (tensor, tuple/list, or dict)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return first_tensor(next(iter(out.values())))
+    if isinstance(out, (tuple, list)) and out:
+        return first_tensor(out[0])
+    raise TypeError(f"model output of type {type(out).__name__} holds no tensor")
+
+
+def evaluate_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` on ``(x, y)``."""
+    pred = model_output(model, x).argmax(dim=1)
+    return float((pred == y).float().mean())
+
+
+def output_cosine(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
+    """Mean over samples of the cosine similarity between the two models' flat outputs."""
+    a = model_output(model_a, x).flatten(1).double()
+    b = model_output(model_b, x).flatten(1).double()
+    return float(nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).mean())
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters; shared (tied) parameters count once, as they are stored once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> int:
+    """Multiply-accumulates of one forward pass on ``example_inputs`` (batch of 1).
+
+    Uses Torch-Pruning's counter when installed (it also knows attention, norms, pooling, and
+    counts bias adds and activations, so it reads a few percent higher); falls back to
+    forward hooks on Conv/Linear, which dominate the cost of edge models. Compare figures
+    from the same counter only.
+    """
+    try:
+        import torch_pruning as tp  # optional; same counter Torch-Pruning's papers report
+    except ImportError:
+        return _count_macs_hooks(model, example_inputs)
+    try:
+        macs, _ = tp.utils.count_ops_and_params(model, example_inputs)
+        return int(macs)
+    except Exception:  # noqa: BLE001 - exotic modules (fake-quant wrappers): use hooks
+        return _count_macs_hooks(model, example_inputs)
+
+
+def _count_macs_hooks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> int:
+    total = 0
+
+    def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        per_out = (module.in_channels // module.groups) * _prod(module.kernel_size) \
+            if isinstance(module, nn.modules.conv._ConvNd) else module.in_features
+        total += out.numel() // out.shape[0] * per_out
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        _run(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)
+
+
+def _run(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()(*inputs)
+    model.train(was_training)
+
+
+def _prod(values: tuple[int, ...]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def sparsity_report(model: nn.Module) -> dict[str, Any]:
+    """Zero fraction of each Conv/Linear weight and over all of them (``global``)."""
+    layers: dict[str, float] = {}
+    zeros = total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            w = module.weight.detach()
+            nz = int((w == 0).sum())
+            layers[name] = nz / w.numel()
+            zeros += nz
+            total += w.numel()
+    return {"global": zeros / total if total else 0.0, "layers": layers}

@@ -1,0 +1,116 @@
+"""The one training loop every method shares (fine-tuning, distillation, QAT).
+
+Seeded shuffling and a fixed seed for the global RNG (dropout, adapters) make two runs on
+the same data produce the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from edgekit.compress.data import Task, TrainData, iterate_minibatches, seeded_generator
+from edgekit.compress.metrics import first_tensor
+
+# (model, x batch, y batch or None) -> scalar loss
+LossFn = Callable[[nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def fit(
+    model: nn.Module,
+    data: TrainData,
+    *,
+    epochs: int,
+    lr: float,
+    loss_fn: LossFn,
+    extra_params: Iterable[nn.Parameter] = (),
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Train ``model`` in place with Adam; returns the mean loss of each epoch.
+
+    ``extra_params`` are trained too (distillation adapters); ``after_step`` runs after
+    every optimizer step. Conv/Linear weights that are exactly zero stay zero, so training
+    after unstructured pruning (distillation, QAT) keeps the sparsity it was given.
+    """
+    torch.manual_seed(data.seed)
+    keep_zeros = _zero_masks(model)
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = seeded_generator(data.seed)
+    history = []
+    model.train()
+    for _ in range(epochs):
+        total, batches = 0.0, 0
+        for xb, yb in iterate_minibatches(data.x_train, data.y_train, data.batch_size, gen):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, xb, yb)
+            loss.backward()
+            opt.step()
+            _apply_masks(keep_zeros)
+            if after_step is not None:
+                after_step()
+            total, batches = total + loss.item(), batches + 1
+        history.append(total / max(batches, 1))
+    model.eval()
+    return history
+
+
+def _zero_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, nonzero mask) of every Conv/Linear weight that holds exact zeros. A dense
+    trained weight has none, so this only ever pins what pruning removed."""
+    masks = []
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(w, nn.Parameter) \
+                and w.requires_grad and bool((w == 0).any()):
+            masks.append((w, (w != 0).to(w.dtype)))
+    return masks
+
+
+def _apply_masks(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for w, mask in masks:
+            w.mul_(mask)
+
+
+def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classification, MSE otherwise."""
+    if task is Task.CLASSIFICATION:
+        return nn.functional.cross_entropy(out, y)
+    return nn.functional.mse_loss(out, y.to(out.dtype).reshape(out.shape))
+
+
+def soft_target_loss(task: Task, student: torch.Tensor, teacher: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Match the teacher's outputs: KL at temperature T (times T^2, Hinton et al.) for
+    logits, MSE for regression/embedding outputs.
+
+    The T^2 factor keeps the soft-label gradients on the same scale as the hard-label ones
+    whatever T is, so ``alpha`` means the same at every temperature.
+    """
+    if task is Task.CLASSIFICATION:
+        log_p = nn.functional.log_softmax(student / temperature, dim=1)
+        q = nn.functional.softmax(teacher / temperature, dim=1)
+        return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature ** 2
+    return nn.functional.mse_loss(student, teacher)
+
+
+def supervised_loss(task: Task) -> LossFn:
+    """Loss on ground-truth labels only."""
+    def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+        assert yb is not None, "supervised_loss needs labels"
+        return task_loss(task, first_tensor(model(xb)), yb)
+    return loss
+
+
+def teacher_loss(teacher: nn.Module, task: Task, temperature: float = 1.0) -> LossFn:
+    """Loss against a frozen teacher's outputs (no labels needed)."""
+    teacher.eval()
+
+    def loss(model: nn.Module, xb: torch.Tensor, _yb: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            t = first_tensor(teacher(xb))
+        return soft_target_loss(task, first_tensor(model(xb)), t, temperature)
+    return loss

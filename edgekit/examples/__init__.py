@@ -1,0 +1,1 @@
+"""Example models bundled with edgekit (small, trained, shipped with their weights)."""

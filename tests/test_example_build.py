@@ -1,0 +1,47 @@
+"""The README's main job: `edgekit build --target rpi4` on the bundled digits example."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+
+def test_example_bundle_contents(example_bundle):
+    out, manifest = example_bundle
+    files = {a["file"]: a for a in manifest["artifacts"]}
+    assert {"model_fp32.tflite", "model_int8.tflite", "model_int8.onnx", "model_int8.ort"} <= set(files)
+    assert all(a["verification"]["passed"] for a in files.values())
+    for name in ("manifest.json", "golden.npz", "README.md", "edgekit_runner.py"):
+        assert (out / name).is_file(), name
+    assert files["model_int8.tflite"]["inputs"][0]["dtype"] == "int8"  # rpi4: int8 I/O
+
+
+def test_example_int8_accuracy_and_size(example_bundle):
+    _, manifest = example_bundle
+    accuracy = manifest["accuracy"]
+    assert accuracy["samples"] == 360 and accuracy["reference"] >= 0.95
+    per_artifact = accuracy["per_artifact"]
+    assert abs(per_artifact["model_fp32.tflite"] - accuracy["reference"]) < 1e-9
+    for name in ("model_int8.tflite", "model_int8.onnx", "model_int8.ort"):
+        assert accuracy["reference"] - per_artifact[name] <= 0.005, (name, per_artifact[name], accuracy["reference"])
+    files = {a["file"]: a for a in manifest["artifacts"]}
+    assert files["model_int8.tflite"]["bytes"] <= 0.30 * files["model_fp32.tflite"]["bytes"]
+
+
+def test_example_golden_matches_manifest(example_bundle):
+    out, manifest = example_bundle
+    with np.load(out / "golden.npz", allow_pickle=False) as golden:
+        for spec in manifest["inputs"] + manifest["outputs"]:
+            assert list(golden[spec["name"]].shape[1:]) == spec["shape"]
+            assert len(golden[spec["name"]]) == manifest["golden"]["samples"]
+
+
+def test_cli_example_build(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "edgekit", "build", "--target", "rpi4", "--out", str(tmp_path / "b"), "--json"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads(result.stdout)
+    assert manifest["target"] == "rpi4" and json.loads((tmp_path / "b" / "manifest.json").read_text())["target"] == "rpi4"
+    assert all(a["verification"]["passed"] for a in manifest["artifacts"])
