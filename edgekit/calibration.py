@@ -93,17 +93,38 @@ def _fit(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return np.ascontiguousarray(x.reshape((len(x),) + spec.shape).astype(spec.dtype))
 
 
-def load_named(name: str, inputs: list[TensorSpec]) -> CalibrationSet:
-    """Load a bundled set (``digits``, ``photos``) fitted to a single-input model."""
+def load_named(name: str, inputs: list[TensorSpec], tokenize=None) -> CalibrationSet:
+    """Load a bundled set (``digits``, ``photos``, ``text``) fitted to the model's inputs."""
     folder = calibration_dir() / name
     if not (folder / "manifest.json").is_file():
         known = sorted(p.name for p in calibration_dir().iterdir() if (p / "manifest.json").is_file())
         raise CalibrationError(f"unknown calibration set {name!r}", f"use one of {', '.join(known)} or a folder path")
-    return _load_manifest_set(folder, inputs)
+    return _load_manifest_set(folder, inputs, tokenize)
 
 
-def _load_manifest_set(folder: Path, inputs: list[TensorSpec]) -> CalibrationSet:
+def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], tokenize) -> CalibrationSet:
+    """Sentences tokenized by the model's own ``tokenize_text`` hook; ``heldout`` becomes the
+    evaluation split (never used for calibration)."""
+    if tokenize is None:
+        raise CalibrationError(f"calibration set {manifest['name']!r} is text, and the model defines no tokenize_text()",
+                               "add tokenize_text(sentences) to the model file, or pass token samples as .npz")
+    rows = [json.loads(line) for line in (folder / manifest["file"]).read_text().splitlines() if line.strip()]
+
+    def split(name: str) -> Samples | None:
+        texts = [r["text"] for r in rows if r["split"] == name]
+        if not texts:
+            return None
+        samples = tokenize(texts)
+        return {spec.name: _as_batch(np.asarray(samples[spec.name]), spec, f"{name} tokens") for spec in inputs}
+
+    return CalibrationSet(manifest["name"], split("calibration"), split("verification"), split("heldout"),
+                          task=manifest.get("task"), provenance=manifest.get("provenance", {}))
+
+
+def _load_manifest_set(folder: Path, inputs: list[TensorSpec], tokenize=None) -> CalibrationSet:
     manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("kind") == "text":
+        return _load_text_set(folder, manifest, inputs, tokenize)
     if len(inputs) != 1:
         raise CalibrationError(f"calibration set {manifest['name']!r} feeds one input; the model has {len(inputs)}",
                                "pass --calibration with an .npz per sample keyed by input name")
@@ -119,11 +140,11 @@ def _load_manifest_set(folder: Path, inputs: list[TensorSpec]) -> CalibrationSet
                           fit("train"), arrays.get("train_labels"), manifest.get("task"), manifest.get("provenance", {}))
 
 
-def load_folder(folder: Path, inputs: list[TensorSpec], holdout: float = 0.25) -> CalibrationSet:
+def load_folder(folder: Path, inputs: list[TensorSpec], holdout: float = 0.25, tokenize=None) -> CalibrationSet:
     """Load a user folder of ``.npy``/``.npz`` samples or images; the last ``holdout`` part
     (at least one sample) is kept for verification, never used for calibration."""
     if (folder / "manifest.json").is_file():
-        return _load_manifest_set(folder, inputs)
+        return _load_manifest_set(folder, inputs, tokenize)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz") + _IMAGE_SUFFIXES)
     if not files:
         raise CalibrationError(f"no .npy, .npz or image files in {folder}", "put calibration samples in the folder")
@@ -188,7 +209,7 @@ def _load_images(paths: list[Path], inputs: list[TensorSpec]) -> np.ndarray:
     return pre.apply(raw, spec)
 
 
-def resolve(source: str | None, inputs: list[TensorSpec], default: str | None) -> CalibrationSet:
+def resolve(source: str | None, inputs: list[TensorSpec], default: str | None, tokenize=None) -> CalibrationSet:
     """``--calibration`` value (set name or folder), else the model's or input's default set."""
     choice = source or default
     if choice is None:
@@ -198,7 +219,7 @@ def resolve(source: str | None, inputs: list[TensorSpec], default: str | None) -
     if path.exists():
         if not path.is_dir():
             raise CalibrationError(f"--calibration {choice} is a file", "pass a folder of samples or a set name")
-        return load_folder(path, inputs)
+        return load_folder(path, inputs, tokenize=tokenize)
     if "/" in choice or choice.startswith("."):
         raise CalibrationError(f"calibration folder {choice} does not exist", "check the path")
-    return load_named(choice, inputs)
+    return load_named(choice, inputs, tokenize)

@@ -45,6 +45,8 @@ def main() -> None:
 @main.command()
 @click.argument("model", required=False)
 @click.option("--target", "-t", required=True, help="Profile name (see `edgekit targets`) or path to a .toml file.")
+@click.option("--example", type=click.Choice(["digits", "minilm", "minilm-student", "tinygpt"]),
+              help="Build a bundled example instead of MODEL (minilm needs the transformers extra).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: dist/<target>].")
 @click.option("--calibration", "-c", help="Calibration set name (digits, photos) or a folder of .npy/.npz/images.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224[:dtype]", help="Input spec; repeat per input.")
@@ -59,7 +61,7 @@ def main() -> None:
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), help="Compression recipe TOML ([[compress]] tables).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def build(model, target, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
+def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
           recipe_file, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
@@ -72,6 +74,10 @@ def build(model, target, out, calibration, inputs, force, allow_drift, latency_r
     from edgekit.tensors import parse_input_spec
 
     specs = tuple(_run(debug, parse_input_spec, text) for text in inputs)
+    if example and model:
+        click.echo("edgekit: error: give MODEL or --example, not both", err=True)
+        sys.exit(2)
+    model = f"example:{example}" if example else model
     steps = {"share": share, "prune": prune, "lowrank": lowrank, "distill": distill, "qat": qat}
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,

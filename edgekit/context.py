@@ -74,3 +74,9 @@ class BuildContext:
     recipe: Any = None  # edgekit.compress.Recipe, parsed before any stage runs
     qat_model: Any = None  # the fake-quant model when the recipe ends with QAT
     timings: dict[str, float] = field(default_factory=dict)
+    tokenize: Any = None  # the model's ``tokenize_text(sentences)`` hook, for text calibration sets
+
+    @property
+    def token_inputs(self) -> bool:
+        """Whether the model takes integer (token) inputs: transformers get their own schemes."""
+        return any(not s.dtype.startswith("float") for s in self.inputs)

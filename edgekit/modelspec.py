@@ -2,7 +2,9 @@
 
 A factory returns an ``nn.Module`` or ``(module, example_inputs)``. Its file may also define
 ``INPUT_NAMES``, ``OUTPUT_NAMES``, ``CALIBRATION`` (a bundled set name) and ``TASK``
-(``classification`` enables top-1 metrics), which is how the bundled example describes itself.
+(``classification`` enables top-1 metrics; ``embedding`` and ``lm`` enable text metrics), which is
+how the bundled examples describe themselves. Text models add ``tokenize_text(sentences) ->
+{input_name: int64 [N, 1, seq_len]}`` so text calibration sets can feed them.
 """
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ModelSpecError
-
-EXAMPLE_SPEC = "edgekit.examples.digits.model:factory"
 
 
 @dataclass
@@ -32,10 +32,22 @@ class LoadedModel:
     extras: dict = field(default_factory=dict)
 
 
+EXAMPLES = {"digits": "edgekit.examples.digits.model", "minilm": "edgekit.examples.minilm",
+            "minilm-student": "edgekit.examples.minilm:student_factory", "tinygpt": "edgekit.examples.tinygpt.model"}
+
+
 def load(spec: str | None) -> LoadedModel:
-    """Load ``spec``; None means the bundled example."""
-    if spec is None:
-        return _from_factory_module(importlib.import_module("edgekit.examples.digits.model"), "factory", "example:digits")
+    """Load ``spec``; None means the bundled digits example, ``example:NAME`` another example."""
+    if spec is None or spec.startswith("example:"):
+        name = (spec or "example:digits").removeprefix("example:")
+        if name not in EXAMPLES:
+            raise ModelSpecError(f"unknown example {name!r}", f"choose one of {', '.join(EXAMPLES)}")
+        module_name, _, attr = EXAMPLES[name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ModelSpecError(f"example {name!r} cannot be imported: {exc}", "pip install 'edgekit[transformers]'") from exc
+        return _from_factory_module(module, attr or "factory", f"example:{name}")
     if spec.endswith(".onnx"):
         return _load_onnx(Path(spec))
     if spec.endswith(".pt2"):
@@ -80,7 +92,7 @@ def _from_factory_module(module: Any, attr: str, label: str) -> LoadedModel:
     example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
     return LoadedModel(label, model.eval(), example, None, getattr(module, "INPUT_NAMES", None),
                        getattr(module, "OUTPUT_NAMES", None), getattr(module, "CALIBRATION", None),
-                       getattr(module, "TASK", None))
+                       getattr(module, "TASK", None), {"tokenize": getattr(module, "tokenize_text", None)})
 
 
 def _load_pt2(path: Path) -> LoadedModel:

@@ -5,6 +5,7 @@ stage succeeded: a failed build leaves nothing behind and never touches an earli
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -28,6 +29,9 @@ def _seed(seed: int) -> None:
 
 def _replace(staged: Path, out: Path) -> None:
     """Swap ``staged`` into ``out``; the old bundle is removed only after the swap."""
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be shared
     backup = None
     if out.exists():
         backup = out.with_name(f".{out.name}.old-{int(time.time() * 1e6)}")

@@ -24,22 +24,32 @@ def build_summary(manifest: dict) -> str:
     fp32 = {a["format"]: a["bytes"] for a in artifacts if a["precision"] == "fp32"}
     base = fp32.get("tflite") or fp32.get("onnx") or max((a["bytes"] for a in artifacts), default=1)
     accuracy = (manifest.get("accuracy") or {}).get("per_artifact", {})
-    rows = [["artifact", "size", "vs fp32", "verified", "max err", "cosine", "top-1 agr", "accuracy", "host p50"]]
+    rows = [["artifact", "size", "vs fp32", "verified", "max err", "cosine", "top-1 agr", "quality", "host p50"]]
     for a in artifacts:
         v = a["verification"]
         rows.append([a["file"], _fmt_bytes(a["bytes"]), f"{a['bytes'] / base:.2f}x", "PASS" if v.get("passed") else "FAIL",
                      f"{v.get('max_abs_err', float('nan')):.3g}", f"{v.get('cosine', float('nan')):.5f}",
                      f"{v['top1_agreement']:.3f}" if "top1_agreement" in v else "-",
-                     f"{accuracy[a['file']] * 100:.2f}%" if a["file"] in accuracy else "-",
+                     _quality(manifest["accuracy"], a["file"]) if a["file"] in accuracy else "-",
                      f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-"])
     text = table(rows)
     if manifest.get("compression"):
         text = compression_summary(manifest["compression"]) + "\n\n" + text
     acc = manifest.get("accuracy")
     if acc:
-        text += (f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} "
-                 f"({acc['samples']} samples): {acc['reference'] * 100:.2f}%")
+        ref = f"{acc['reference']:.3f}" if acc["metric"] == "perplexity" else f"{acc['reference'] * 100:.2f}%"
+        text += f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} ({acc['samples']} samples): {ref}"
     return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
+
+
+def _quality(accuracy: dict, file: str) -> str:
+    """The task metric of one artifact: top-1 %, embedding cosine mean/min, or perplexity."""
+    value = accuracy["per_artifact"][file]
+    if accuracy["metric"] == "embedding_cosine":
+        return f"cos {value:.4f}/{accuracy['min_per_artifact'][file]:.4f}"
+    if accuracy["metric"] == "perplexity":
+        return f"ppl {value:.3f} ({accuracy['perplexity_delta'][file] * 100:+.1f}%)"
+    return f"{value * 100:.2f}%"
 
 
 def compression_summary(steps: list[dict]) -> str:

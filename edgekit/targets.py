@@ -18,9 +18,15 @@ from edgekit.paths import targets_dir
 
 
 class Precision(str, Enum):
+    """Artifact precisions. ``int8`` is static full-integer (calibrated activations);
+    ``int8_dynamic`` quantizes weights ahead and activations at run time (fast for FC-heavy
+    transformers on CPU, not accelerated for convolutions by XNNPACK); ``int4`` is weight-only."""
+
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
+    INT8_DYNAMIC = "int8_dynamic"
+    INT4 = "int4"
 
 
 class IODtype(str, Enum):
@@ -73,6 +79,8 @@ class TFLiteConfig:
     delegate: str = "xnnpack"
     threads: int = 1
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8)
+    #: precisions for models with integer (token) inputs: transformers punish full-int8
+    token_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_DYNAMIC)
     int8: TFLiteInt8 = TFLiteInt8()
     delegate_ops: tuple[str, ...] = ()
 
@@ -95,7 +103,10 @@ class ORTConfig:
     provider: str = "CPUExecutionProvider"
     threads: int = 1
     precisions: tuple[Precision, ...] = (Precision.INT8,)
+    token_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT4)
     int8: ORTInt8 = ORTInt8()
+    #: MatMulNBits block size for int4 weight-only artifacts
+    int4_block_size: int = 32
     ort_format: bool = True
     optimization_style: str = "Fixed"
     mobile_usability_check: bool = False
@@ -129,8 +140,14 @@ class TargetProfile:
         """The tolerance for ``precision`` (no bound when the profile names none)."""
         return self.tolerance.get(Precision(precision).value, Tolerance())
 
+    def precisions(self, runtime: str, token_inputs: bool) -> tuple[Precision, ...]:
+        """What to build for ``runtime`` (tflite|ort): models with integer (token) inputs get the
+        profile's transformer list, image/float models the regular one."""
+        cfg = self.tflite if runtime == "tflite" else self.ort
+        return cfg.token_precisions if token_inputs else cfg.precisions
 
-_ENUMS = {"precisions": Precision, "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
+
+_ENUMS = {"precisions": Precision, "token_precisions": Precision, "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
 _NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig}
 
 
@@ -172,8 +189,10 @@ def _validate(profile: TargetProfile) -> None:
             raise TargetError(f"profile {profile.name!r}: {label}.threads must be >= 1", "set a positive thread count")
         if cfg.enabled and not cfg.precisions:
             raise TargetError(f"profile {profile.name!r}: {label}.precisions is empty", "list at least one precision")
-    if Precision.FP16 in profile.ort.precisions:
-        raise TargetError(f"profile {profile.name!r}: ort fp16 artifacts are not supported", "remove fp16 from ort.precisions")
+    if Precision.FP16 in (*profile.ort.precisions, *profile.ort.token_precisions):
+        raise TargetError(f"profile {profile.name!r}: ort fp16 artifacts are not supported", "remove fp16 from ort precisions")
+    if Precision.INT4 in (*profile.tflite.precisions, *profile.tflite.token_precisions):
+        raise TargetError(f"profile {profile.name!r}: tflite int4 artifacts are not supported", "use int4 with ort only")
 
 
 def _parse_tolerances(data: dict[str, Any], where: str) -> dict[str, Tolerance]:

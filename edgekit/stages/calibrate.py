@@ -53,7 +53,7 @@ class Calibrate(Stage):
     description = "loading calibration data"
 
     def run(self, ctx: BuildContext) -> None:
-        ctx.calibration = calibration.resolve(ctx.options.calibration, ctx.inputs, self._default(ctx))
+        ctx.calibration = calibration.resolve(ctx.options.calibration, ctx.inputs, self._default(ctx), ctx.tokenize)
         if ctx.task is None and ctx.calibration.task == "classification":
             ctx.task = "classification"
         limit = ctx.options.golden_samples

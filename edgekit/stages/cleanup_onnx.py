@@ -1,4 +1,5 @@
-"""ONNX clean-up stage: fold constants and remove redundant nodes with onnx-simplifier.
+"""ONNX clean-up stage: repair export quirks, fold constants and remove redundant nodes with
+onnx-simplifier, and rewrite ops that onnx2tf mishandles into equivalent ones.
 
 onnxsim is the de-facto simplifier that onnx2tf itself relies on; a graph it has simplified is
 what onnx2tf converts most reliably, and ORT's quantizer sees fewer nodes to wrap in QDQ.
@@ -19,8 +20,14 @@ class CleanupOnnx(Stage):
     def run(self, ctx: BuildContext) -> None:
         import onnx
 
-        model = onnx.load(str(ctx.onnx_path))
+        from edgekit.quantize.onnx_rewrites import dedupe_value_names, rewrite_for_onnx2tf
+
+        # the dynamo exporter can define a value twice (its aten.embedding output is called
+        # "embedding", like a user output of that name): restore SSA form before anything else
+        model = dedupe_value_names(onnx.load(str(ctx.onnx_path)))
         model = self._simplify(model, ctx)
+        # F.normalize's ReduceL2 breaks onnx2tf: write it as Sqrt(ReduceSum(x*x)), same maths
+        model = rewrite_for_onnx2tf(model)
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         try:
             onnx.checker.check_model(model)

@@ -1,4 +1,9 @@
-"""Accuracy stage: task accuracy of the reference and of every artifact on labelled data."""
+"""Accuracy stage: task quality of the reference and of every artifact on held-out data.
+
+classification: top-1 on the labelled ``eval`` split. embedding: per-sentence cosine (mean, min)
+of each artifact's embeddings to the reference model's, on held-out sentences never used for
+calibration. lm: perplexity on held-out token windows and next-token agreement with the reference.
+"""
 from __future__ import annotations
 
 from edgekit import metrics
@@ -8,23 +13,44 @@ from edgekit.stages.base import Stage
 from edgekit.stages.calibrate import reference_outputs
 
 
+def _artifact_outputs(ctx: BuildContext, samples: dict) -> dict:
+    first = ctx.outputs[0].name
+    outputs = {}
+    for artifact in ctx.artifacts:
+        session = open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads=1)
+        outputs[artifact.file] = session.run_batch(samples)[first]
+    return outputs
+
+
 class Evaluate(Stage):
-    """Top-1 on the calibration set's labelled ``eval`` split, when the model is a classifier."""
+    """Fill ``ctx.accuracy`` for classifiers, embedding models and causal language models."""
 
     name = "evaluate"
-    description = "measuring accuracy on labelled data"
+    description = "measuring task quality on held-out data"
 
     def applies(self, ctx: BuildContext) -> bool:
         cal = ctx.calibration
-        return ctx.task == "classification" and cal.eval is not None and cal.eval_labels is not None
+        if ctx.task == "classification":
+            return cal.eval is not None and cal.eval_labels is not None
+        return ctx.task in ("embedding", "lm") and cal.eval is not None
 
     def run(self, ctx: BuildContext) -> None:
         cal = ctx.calibration
-        first = ctx.outputs[0].name
-        reference = metrics.top1(reference_outputs(ctx, cal.eval)[first], cal.eval_labels)
-        per_artifact = {}
-        for artifact in ctx.artifacts:
-            session = open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads=1)
-            per_artifact[artifact.file] = metrics.top1(session.run_batch(cal.eval)[first], cal.eval_labels)
-        ctx.accuracy = {"metric": "top1", "dataset": f"{cal.name}:eval", "samples": int(len(cal.eval_labels)),
-                        "reference": reference, "per_artifact": per_artifact}
+        reference = reference_outputs(ctx, cal.eval)[ctx.outputs[0].name]
+        outputs = _artifact_outputs(ctx, cal.eval)
+        base = {"dataset": f"{cal.name}:{'eval' if ctx.task == 'classification' else 'heldout'}", "samples": len(reference)}
+        if ctx.task == "classification":
+            ctx.accuracy = {"metric": "top1", **base, "reference": metrics.top1(reference, cal.eval_labels),
+                            "per_artifact": {f: metrics.top1(y, cal.eval_labels) for f, y in outputs.items()}}
+        elif ctx.task == "embedding":
+            cosines = {f: metrics.per_sample_cosine(reference, y) for f, y in outputs.items()}
+            ctx.accuracy = {"metric": "embedding_cosine", **base, "reference": 1.0,
+                            "per_artifact": {f: float(c.mean()) for f, c in cosines.items()},
+                            "min_per_artifact": {f: float(c.min()) for f, c in cosines.items()}}
+        else:
+            tokens = cal.eval[ctx.inputs[0].name]
+            ppl = metrics.causal_lm_perplexity(reference, tokens)
+            per = {f: metrics.causal_lm_perplexity(y, tokens) for f, y in outputs.items()}
+            ctx.accuracy = {"metric": "perplexity", **base, "reference": ppl, "per_artifact": per,
+                            "perplexity_delta": {f: p / ppl - 1 for f, p in per.items()},
+                            "next_token_agreement": {f: metrics.next_token_agreement(reference, y) for f, y in outputs.items()}}

@@ -48,6 +48,7 @@ class LoadModel(Stage):
     def run(self, ctx: BuildContext) -> None:
         loaded = modelspec.load(ctx.options.model)
         ctx.model_label, ctx.task, ctx.default_calibration = loaded.label, loaded.task, loaded.calibration
+        ctx.tokenize = loaded.extras.get("tokenize")
         if loaded.module is None:
             self._onnx_specs(ctx, loaded)
         else:

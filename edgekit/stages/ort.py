@@ -48,6 +48,23 @@ def _quantize(ctx: BuildContext, source: Path, target: Path) -> None:
                     calibrate_method=CalibrationMethod.MinMax)
 
 
+def _quantize_transformer(ctx: BuildContext, precision: Precision, target: Path) -> None:
+    """Token-input models: the sensitive ops (LayerNorm, Softmax, GELU, pooling) stay float in
+    static int8; dynamic int8 and int4 weight-only need no activation calibration at all."""
+    from edgekit.quantize.ort_dynamic import quantize_dynamic_int8
+    from edgekit.quantize.ort_int4 import Int4Options, quantize_int4_weights
+    from edgekit.quantize.ort_static_transformer import StaticTransformerOptions, quantize_static_transformer
+
+    if precision == Precision.INT8_DYNAMIC:
+        quantize_dynamic_int8(ctx.onnx_path, target)
+    elif precision == Precision.INT4:
+        quantize_int4_weights(ctx.onnx_path, target, options=Int4Options(block_size=ctx.profile.ort.int4_block_size))
+    else:
+        options = StaticTransformerOptions(activation_type=ctx.profile.ort.int8.activation_type.value,
+                                           per_channel=ctx.profile.ort.int8.per_channel)
+        quantize_static_transformer(ctx.onnx_path, target, ctx.calibration.calibration, options=options)
+
+
 def _to_ort(ctx: BuildContext, onnx_file: Path) -> Path:
     """Convert to the ORT mobile format; keeps the ``required_operators.config`` for a
     reduced-size ORT build. Runs isolated with ASLR off so the .ort bytes are reproducible."""
@@ -84,7 +101,7 @@ class ORTConvert(Stage):
     def run(self, ctx: BuildContext) -> None:
         try:
             with captured():
-                for precision in ctx.profile.ort.precisions:
+                for precision in ctx.profile.precisions("ort", ctx.token_inputs):
                     self._one(ctx, precision)
                 if ctx.qat_model is not None:
                     self._qat(ctx)
@@ -96,12 +113,16 @@ class ORTConvert(Stage):
 
     def _one(self, ctx: BuildContext, precision: Precision) -> None:
         target = ctx.bundle_dir / f"model_{precision.value}.onnx"
-        if precision == Precision.INT8:
+        if precision == Precision.FP32:
+            shutil.copyfile(ctx.onnx_path, target)
+        elif precision == Precision.INT8 and not ctx.token_inputs:
             _quantize(ctx, ctx.onnx_path, target)
         else:
-            shutil.copyfile(ctx.onnx_path, target)
+            _quantize_transformer(ctx, precision, target)
         files = [target]
-        if ctx.profile.ort.ort_format:
+        # the ORT format has no int4 tensor type (measured: ORT 1.32 writes the .ort, then refuses
+        # to load it: "Unsupported tensor data type ... Invalid ORT format model"): .onnx only
+        if ctx.profile.ort.ort_format and precision != Precision.INT4:
             files.append(_to_ort(ctx, target))
         for path in files:
             session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)

@@ -45,6 +45,15 @@ def _offline_sample(work: Path, ctx: BuildContext) -> None:
         np.save(work / _ONNX2TF_SAMPLE, np.concatenate([resized] * reps)[:20])
 
 
+def _dynamic_range(work: Path) -> Path:
+    """Dynamic-range int8 from onnx2tf's SavedModel (TF's converter, weights int8, activations
+    quantized at run time): the scheme that suits FC-heavy transformers on CPU."""
+    target = work / "model_dynamic_range_int8.tflite"
+    run_tool("import sys; from edgekit.quantize.tflite_variants import tflite_dynamic_range as f; f(sys.argv[1], sys.argv[2])",
+             [str(work), str(target)], work, "TFLite dynamic-range conversion", "run with --debug for details")
+    return target
+
+
 class TFLiteConvert(Stage):
     """Produce ``model_<precision>.tflite`` for every TFLite precision in the profile."""
 
@@ -57,11 +66,15 @@ class TFLiteConvert(Stage):
     def run(self, ctx: BuildContext) -> None:
         work = ctx.scratch_dir / "onnx2tf"
         work.mkdir()
-        self._convert(ctx, work)
+        precisions = ctx.profile.precisions("tflite", ctx.token_inputs)
+        self._convert(ctx, work, precisions)
         cfg = ctx.profile.tflite
-        for precision in cfg.precisions:
-            key = precision.value if precision != Precision.INT8 else ("int8", cfg.int8.io_dtype.value)
-            produced = work / f"model{_SUFFIX[key]}.tflite"
+        for precision in precisions:
+            if precision == Precision.INT8_DYNAMIC:
+                produced = _dynamic_range(work)
+            else:
+                key = precision.value if precision != Precision.INT8 else ("int8", cfg.int8.io_dtype.value)
+                produced = work / f"model{_SUFFIX[key]}.tflite"
             if not produced.is_file():
                 raise ConversionError(f"onnx2tf did not produce a {precision.value} TFLite model", "run with --debug for its log")
             file = f"model_{precision.value}.tflite"
@@ -69,14 +82,16 @@ class TFLiteConvert(Stage):
             session = TFLiteSession(ctx.bundle_dir / file, ctx.inputs, ctx.outputs, threads=1)
             ctx.artifacts.append(Artifact(file, "tflite", precision.value, "litert", session.inputs, session.outputs))
 
-    def _convert(self, ctx: BuildContext, work: Path) -> None:
+    def _convert(self, ctx: BuildContext, work: Path, precisions: tuple[Precision, ...]) -> None:
         cfg = ctx.profile.tflite
-        args = ["-i", str(ctx.onnx_path), "-o", str(work), "-coion", "-n"]
+        # -rtpo Erf: GELU's Erf has no TFLite builtin (it becomes a Flex op no runtime here has);
+        # onnx2tf's pseudo-op rewrite expresses it in builtins instead
+        args = ["-i", str(ctx.onnx_path), "-o", str(work), "-coion", "-n", "-rtpo", "Erf"]
         for index, spec in enumerate(ctx.inputs):
             path = work / f"calib_{index}.npy"
             np.save(path, _nhwc(ctx.calibration.calibration[spec.name].astype(np.float32)))
             args += ["-cind", spec.name, str(path), "0.0", "1.0"]
-        if Precision.INT8 in cfg.precisions:
+        if Precision.INT8 in precisions:
             io_dtype = cfg.int8.io_dtype.value
             quant_io = io_dtype if io_dtype != "float32" else "int8"  # float I/O file is written either way
             args += ["-oiqt", "-iqd", quant_io, "-oqd", quant_io]

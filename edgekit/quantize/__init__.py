@@ -1,0 +1,16 @@
+"""Quantization schemes for transformer models (ONNX Runtime and TFLite), one module each.
+
+Every scheme is a function ``(model, output, *, options) -> Path`` with a frozen-dataclass
+``options``; heavy backends (onnxruntime.quantization, tensorflow) are imported inside the
+function that uses them, so importing this package is cheap. Why each scheme exists and what
+it costs in accuracy is measured in ``scripts/measure_transformers.py``.
+
+- ``ort_dynamic``: int8 weights, activations quantized at run time (MatMulInteger).
+- ``ort_static_transformer``: static QDQ int8 on MatMul/Gemm only; LayerNorm, Softmax, GELU
+  and the pooling stay float.
+- ``ort_int4``: weight-only int4 (MatMulNBits), after rewriting Gemm into MatMul.
+- ``tflite_variants``: TFLite dynamic-range int8, int8 with float fallback, fp16, from the
+  SavedModel onnx2tf writes.
+- ``onnx_rewrites``: exact graph rewrites (Gemm -> MatMul, ReduceL2 -> ReduceSum/Sqrt, duplicate
+  value names from the exporter).
+"""

@@ -1,0 +1,175 @@
+"""TFLite variants of a transformer from the SavedModel that onnx2tf writes.
+
+onnx2tf (``onnx2tf -i model.onnx -o DIR``) writes ``DIR/saved_model.pb`` + ``variables/``
+beside its ``*_float32.tflite``; TF's own ``TFLiteConverter.from_saved_model`` then gives the
+variants onnx2tf does not expose well for token-input models:
+
+- dynamic-range int8 (int8 weights, float activations quantized per op at run time, no
+  dataset): on all-MiniLM-L6-v2 cosine 0.9988 and 2.2x faster than fp32 (GUIDE section 2),
+  although XNNPACK does not run it (fine for FC-heavy transformers, slow for conv nets);
+- int8 with float fallback (calibrated int8 for the weight ops, float for the sensitive ones);
+- fp16 weights (half the bytes, dequantized to fp32 at load on CPUs without fp16 arithmetic).
+
+``convert_onnx`` runs onnx2tf in a subprocess (its global name counters and prints stay out of
+our process) and always passes ``-cind`` calibration data for every input, so it never tries to
+download its sample images.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SENSITIVE_TFLITE_OPS", "Int8FallbackOptions", "convert_onnx", "tflite_dynamic_range", "tflite_fp16",
+           "tflite_int8_float_fallback"]
+
+
+def convert_onnx(onnx_path: str | Path, out_dir: str | Path, calibration: dict[str, np.ndarray], *,
+                 extra_args: tuple[str, ...] = ()) -> Path:
+    """Run onnx2tf on ``onnx_path`` into ``out_dir`` (SavedModel + ``*_float32.tflite``).
+
+    ``calibration`` maps every ONNX input name to samples ``[N, 1, ...]`` (or ``[N, ...]``); they are
+    handed over as ``-cind`` (mean 0, std 1) so onnx2tf never goes online. Returns ``out_dir``.
+    """
+    from edgekit.isolated import run_tool
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["-i", str(Path(onnx_path).resolve()), "-o", str(out.resolve()), "-coion", "-osd", "-n"]
+    for index, (name, samples) in enumerate(calibration.items()):
+        x = samples.reshape((len(samples),) + samples.shape[2:]) if samples.ndim >= 3 and samples.shape[1] == 1 else samples
+        path = out / f"cind_{index}.npy"
+        np.save(path, x.astype(np.float32))
+        args += ["-cind", name, str(path.resolve()), "0.0", "1.0"]
+    run_tool("from onnx2tf.onnx2tf import main; import sys; sys.exit(main())", [*args, *extra_args], out,
+             "onnx2tf", "check the model's ops are supported by onnx2tf (rewrite_for_onnx2tf for ReduceL2)")
+    if not (out / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"onnx2tf wrote no SavedModel into {out}")
+    return out
+
+
+def _converter(saved_model_dir: str | Path):
+    import tensorflow as tf
+
+    return tf, tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+
+
+def _write(converter, output: str | Path) -> Path:
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def tflite_dynamic_range(saved_model_dir: str | Path, output: str | Path) -> Path:
+    """Dynamic-range int8: ``optimizations=[Optimize.DEFAULT]`` and no representative dataset."""
+    tf, converter = _converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return _write(converter, output)
+
+
+def tflite_fp16(saved_model_dir: str | Path, output: str | Path) -> Path:
+    """fp16 weights: ``Optimize.DEFAULT`` with ``target_spec.supported_types=[tf.float16]``."""
+    tf, converter = _converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return _write(converter, output)
+
+
+# TFLite op types kept float by default in the int8 variant: normalisation (LayerNorm lowers to
+# MEAN/SQUARED_DIFFERENCE/RSQRT/SUB/MUL/ADD), attention probabilities, GELU, the pooling
+# SUM/DIV/MAXIMUM, the residual ADDs, the mask SELECT_V2 and attention's activation x activation
+# BATCH_MATMULs. What stays int8: FULLY_CONNECTED (the weights) and GATHER (the embeddings).
+SENSITIVE_TFLITE_OPS = ("SOFTMAX", "ADD", "SUB", "MUL", "DIV", "MEAN", "SUM", "SQUARED_DIFFERENCE", "RSQRT", "GELU",
+                        "BATCH_MATMUL", "SELECT_V2", "MAXIMUM")
+
+
+@dataclass(frozen=True)
+class Int8FallbackOptions:
+    """Options for :func:`tflite_int8_float_fallback`.
+
+    Why selective: letting the converter quantize every op that has an int8 kernel ruins a
+    BERT-style model (all-MiniLM-L6-v2: cosine 0.35): the additive attention mask holds
+    float32-min values, which no int8 scale survives, and LayerNorm/Softmax/GELU lose their
+    precision. TF's QuantizationDebugger can keep op types and single nodes float
+    (``denylisted_ops`` / ``denylisted_nodes``); measured on MiniLM (16 held-out sentences):
+    sensitive ops float 0.92 / 0.88 cosine, plus the GELU-fed FULLY_CONNECTEDs float 0.993 / 0.990
+    (0.38x fp32 bytes, since those weights stay float).
+
+    Attributes:
+        samples: calibration samples fed to the converter (more is slower; 32-64 suffice).
+        float_ops: TFLite op types kept float (empty: quantize everything the converter can).
+        float_gelu_fed: also keep FULLY_CONNECTED nodes whose input is a GELU output float.
+        int16_activations: use the int16x8 scheme (int8 weights, int16 activations) instead:
+            tolerant of wide activation ranges, but runs on TFLite's reference kernels (slow).
+    """
+
+    samples: int = 32
+    float_ops: tuple[str, ...] = SENSITIVE_TFLITE_OPS
+    float_gelu_fed: bool = True
+    int16_activations: bool = False
+
+
+def _representative(calibration: dict[str, np.ndarray], count: int, signature_inputs: dict) -> Iterator[dict]:
+    total = len(next(iter(calibration.values())))
+    for i in range(min(count, total)):
+        row = {}
+        for name, spec in signature_inputs.items():
+            key = name if name in calibration else next(k for k in calibration if name.startswith(k) or k.startswith(name))
+            row[name] = calibration[key][i].astype(spec.dtype.as_numpy_dtype)
+        yield row
+
+
+def _gelu_fed_nodes(interpreter) -> list[str]:
+    """Output tensor names of FULLY_CONNECTED ops fed (through (de)quantize/reshape) by GELU."""
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the only op-graph view LiteRT exposes
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    made_by = {out: op for op in ops for out in op["outputs"]}
+
+    def source(index: int, hops: int = 4) -> str | None:
+        op = made_by.get(index)
+        if op is None or hops == 0:
+            return None
+        return source(op["inputs"][0], hops - 1) if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "RESHAPE") else op["op_name"]
+
+    return [names[op["outputs"][0]] for op in ops if op["op_name"] == "FULLY_CONNECTED" and source(op["inputs"][0]) == "GELU"]
+
+
+def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, calibration: dict[str, np.ndarray], *,
+                               options: Int8FallbackOptions = Int8FallbackOptions()) -> Path:
+    """int8 where TFLite has an int8 kernel and the op is not kept float, float elsewhere,
+    calibrated on ``calibration`` (``{input_name: [N, 1, ...]}`` token inputs; float I/O)."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    inputs = dict(signature.structured_input_signature[1])
+
+    def converter():
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: _representative(calibration, options.samples, inputs)
+        if options.int16_activations:
+            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        else:
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        conv.target_spec.supported_ops = ops
+        return conv
+
+    if not options.float_ops and not options.float_gelu_fed:
+        return _write(converter(), output)
+    debug_data = lambda: _representative(calibration, 2, inputs)  # noqa: E731 - the debugger's own pass
+    debug = tf.lite.experimental.QuantizationDebugOptions
+    nodes: list[str] = []
+    if options.float_gelu_fed:  # node names are only known after one quantized conversion
+        first = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug_data,
+                                                          debug_options=debug(denylisted_ops=list(options.float_ops)))
+        nodes = _gelu_fed_nodes(first._quant_interpreter)  # noqa: SLF001
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter(), debug_dataset=debug_data,
+        debug_options=debug(denylisted_ops=list(options.float_ops), denylisted_nodes=nodes))
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(debugger.get_nondebug_quantized_model())
+    return path

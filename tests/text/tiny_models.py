@@ -1,0 +1,93 @@
+"""Tiny text models defined in code for the fast tests (random weights, fixed seeds)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+VOCAB = 100
+SEQ = 16
+D_MODEL = 32
+
+
+class TinyLayer(nn.Module):
+    """A BERT-style post-LN encoder layer with attention written out (as HF BERT exports)."""
+
+    def __init__(self, heads: int = 4, ffn: int = 64) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(D_MODEL, D_MODEL) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(D_MODEL), nn.LayerNorm(D_MODEL)
+        self.up, self.down = nn.Linear(D_MODEL, ffn), nn.Linear(ffn, D_MODEL)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (z(x).reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (self.q, self.k, self.v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads) + key_bias
+        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, d)
+        x = self.ln1(x + self.o(context))
+        return self.ln2(x + self.down(F.gelu(self.up(x))))
+
+
+class TinyEncoder(nn.Module):
+    """Embedding + 2 BERT-style layers (GELU) + masked mean pooling + a Linear head.
+
+    The head is a 2-D Linear, which the dynamo exporter writes as ``Gemm`` (the int4 path has to
+    rewrite it); the encoder's 3-D Linears become MatMul + Add. (torch's nn.TransformerEncoder
+    with a float ``mask`` was tried first: onnx2tf converted it with max abs error 0.8, while each
+    part alone converted exactly; the written-out attention converts exactly, as MiniLM does.)
+    """
+
+    def __init__(self, normalize: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(VOCAB, D_MODEL)
+        self.pos = nn.Parameter(torch.randn(1, SEQ, D_MODEL) * 0.1)
+        self.ln = nn.LayerNorm(D_MODEL)
+        self.layers = nn.ModuleList(TinyLayer() for _ in range(2))
+        self.head = nn.Linear(D_MODEL, D_MODEL)
+        self.normalize = normalize
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(torch.float32)
+        key_bias = ((1.0 - mask) * -1e4)[:, None, None, :]  # [B, 1, 1, T] as in BERT
+        h = self.ln(self.embed(input_ids) + self.pos)
+        for layer in self.layers:
+            h = layer(h, key_bias)
+        pooled = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        out = self.head(pooled)
+        # dim=1 as sentence-transformers writes it: onnx2tf fails on ReduceL2 over a positive axis
+        return F.normalize(out, p=2, dim=1) if self.normalize else out
+
+
+def token_samples(count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` random token inputs ``[count, 1, SEQ]`` int64 with 6..SEQ real tokens each."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, VOCAB, size=(count, 1, SEQ), dtype=np.int64)
+    lengths = rng.integers(6, SEQ + 1, size=count)
+    mask = (np.arange(SEQ)[None, :] < lengths[:, None]).astype(np.int64)[:, None, :]
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def export(model: nn.Module, path, output_name: str = "embedding") -> None:
+    """dynamo export at [1, SEQ] with edgekit's input names."""
+    samples = token_samples(1)
+    example = (torch.from_numpy(samples["input_ids"][0]), torch.from_numpy(samples["attention_mask"][0]))
+    torch.onnx.export(model.eval(), example, str(path), dynamo=True, external_data=False,
+                      input_names=["input_ids", "attention_mask"], output_names=[output_name])
+
+
+class NormalizeHead(nn.Module):
+    """Linear + F.normalize(dim=1) on a float [1, 32] input: the smallest graph on which onnx2tf
+    1.28.8 fails at ReduceL2 (the tiny encoder's identical ReduceL2 happens to convert)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(D_MODEL, D_MODEL)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x), p=2, dim=1)
