@@ -104,7 +104,8 @@ def load_named(name: str, inputs: list[TensorSpec], tokenize=None) -> Calibratio
 
 def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], tokenize) -> CalibrationSet:
     """Sentences tokenized by the model's own ``tokenize_text`` hook; ``heldout`` becomes the
-    evaluation split (never used for calibration)."""
+    evaluation split (never used for calibration or training), an optional ``train`` split the
+    (unlabelled) training split of compression."""
     if tokenize is None:
         raise CalibrationError(f"calibration set {manifest['name']!r} is text, and the model defines no tokenize_text()",
                                "add tokenize_text(sentences) to the model file, or pass token samples as .npz")
@@ -118,7 +119,7 @@ def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], token
         return {spec.name: _as_batch(np.asarray(samples[spec.name]), spec, f"{name} tokens") for spec in inputs}
 
     return CalibrationSet(manifest["name"], split("calibration"), split("verification"), split("heldout"),
-                          task=manifest.get("task"), provenance=manifest.get("provenance", {}))
+                          train=split("train"), task=manifest.get("task"), provenance=manifest.get("provenance", {}))
 
 
 def _load_manifest_set(folder: Path, inputs: list[TensorSpec], tokenize=None) -> CalibrationSet:

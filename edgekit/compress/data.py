@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import torch
 
 from edgekit.compress.errors import RecipeError
+
+# A model's inputs: one tensor, or a tuple of tensors (multi-input models, e.g. token ids and
+# attention mask) that share the sample dimension; a tuple is passed as ``model(*xs)``.
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 class Task(str, Enum):
@@ -28,11 +33,14 @@ class TrainData:
     """Tensors for fine-tuning and evaluation (all on CPU, first dimension = samples).
 
     Attributes:
-        x_train: model inputs used for training / calibration.
+        x_train: model inputs used for training / calibration: one tensor, or a tuple of
+            tensors in the model's argument order (multi-input models) with the same first
+            dimension.
         y_train: targets for ``x_train``; integer class ids for classification, float
             targets for regression, ``None`` when only a teacher can provide labels
             (calibration inputs).
-        x_eval: held-out inputs for the reports; ``None`` reuses ``x_train``.
+        x_eval: held-out inputs for the reports (same form as ``x_train``); ``None`` reuses
+            ``x_train``.
         y_eval: targets for ``x_eval``; needed for top-1 in the reports.
         task: loss/metric hint; ``None`` infers it: classification when ``y_train`` holds
             integers, regression when it holds floats, embedding when there are no labels.
@@ -40,9 +48,9 @@ class TrainData:
         seed: seeds shuffling (and the weight init of adapters), so runs are reproducible.
     """
 
-    x_train: torch.Tensor
+    x_train: Inputs
     y_train: torch.Tensor | None = None
-    x_eval: torch.Tensor | None = None
+    x_eval: Inputs | None = None
     y_eval: torch.Tensor | None = None
     task: Task | None = None
     batch_size: int = 64
@@ -50,9 +58,15 @@ class TrainData:
     _resolved_task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("x_train", "x_eval"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         _check_pair("x_train", self.x_train, "y_train", self.y_train)
         if self.x_eval is not None:
             _check_pair("x_eval", self.x_eval, "y_eval", self.y_eval)
+            if len(as_tuple(self.x_eval)) != len(as_tuple(self.x_train)):
+                raise RecipeError("TrainData.x_eval must hold as many input tensors as x_train")
         elif self.y_eval is not None:
             raise RecipeError("TrainData has y_eval but no x_eval; pass both or neither")
         if self.batch_size < 1:
@@ -70,7 +84,12 @@ class TrainData:
         """Whether training can use ground-truth targets (else a teacher must label)."""
         return self.y_train is not None
 
-    def eval_split(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @property
+    def multi_input(self) -> bool:
+        """Whether the inputs are a tuple of tensors (``model(*xs)``)."""
+        return isinstance(self.x_train, tuple)
+
+    def eval_split(self) -> tuple[Inputs, torch.Tensor | None]:
         """``(x, y)`` for reports: the eval split when given, else the training split."""
         if self.x_eval is not None:
             return self.x_eval, self.y_eval
@@ -78,20 +97,47 @@ class TrainData:
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """A one-sample input tuple, for graph tracing (Torch-Pruning, ONNX export)."""
-        return (self.x_train[:1],)
+        return as_tuple(take(self.x_train, slice(0, 1)))
 
     @classmethod
-    def from_calibration(cls, x: torch.Tensor, *, seed: int = 0) -> TrainData:
+    def from_calibration(cls, x: Inputs, *, seed: int = 0) -> TrainData:
         """Unlabelled calibration inputs: only distillation from a teacher can use them."""
         return cls(x_train=x, seed=seed)
 
 
-def _check_pair(xn: str, x: torch.Tensor, yn: str, y: torch.Tensor | None) -> None:
-    """Reject an empty input tensor or labels whose count differs from the inputs."""
-    if not isinstance(x, torch.Tensor) or x.ndim == 0 or len(x) == 0:
-        raise RecipeError(f"TrainData.{xn} must be a non-empty tensor with a sample dimension")
-    if y is not None and len(y) != len(x):
-        raise RecipeError(f"TrainData.{yn} has {len(y)} samples but {xn} has {len(x)}; "
+def as_tuple(x: Inputs) -> tuple[torch.Tensor, ...]:
+    """The inputs as a tuple of tensors (a single tensor becomes a 1-tuple)."""
+    return x if isinstance(x, tuple) else (x,)
+
+
+def num_samples(x: Inputs) -> int:
+    """The size of the shared sample dimension."""
+    return len(as_tuple(x)[0])
+
+
+def take(x: Inputs, index: Any) -> Inputs:
+    """Index (slice, index tensor) every input along the sample dimension; keeps the form."""
+    if isinstance(x, tuple):
+        return tuple(t[index] for t in x)
+    return x[index]
+
+
+def call(model: Any, x: Inputs) -> Any:
+    """Run ``model`` on one input tensor or on a tuple of them (``model(*xs)``)."""
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+def _check_pair(xn: str, x: Inputs, yn: str, y: torch.Tensor | None) -> None:
+    """Reject empty or misaligned input tensors, or labels whose count differs from the inputs."""
+    parts = x if isinstance(x, tuple) else (x,)
+    if not parts or any(not isinstance(t, torch.Tensor) or t.ndim == 0 or len(t) == 0 for t in parts):
+        raise RecipeError(f"TrainData.{xn} must be a non-empty tensor with a sample dimension "
+                          "(or a tuple of them)")
+    if len({len(t) for t in parts}) > 1:
+        raise RecipeError(f"TrainData.{xn} tensors have different sample counts "
+                          f"{[len(t) for t in parts]}; every input needs one row per sample")
+    if y is not None and len(y) != len(parts[0]):
+        raise RecipeError(f"TrainData.{yn} has {len(y)} samples but {xn} has {len(parts[0])}; "
                           "pass one target per input")
 
 
@@ -109,13 +155,15 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 
 def iterate_minibatches(
-    x: torch.Tensor,
+    x: Inputs,
     y: torch.Tensor | None,
     batch_size: int,
     generator: torch.Generator,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """One epoch of shuffled minibatches ``(xb, yb)``; ``yb`` is ``None`` without labels."""
-    order = torch.randperm(len(x), generator=generator)
-    for start in range(0, len(x), batch_size):
+) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
+    """One epoch of shuffled minibatches ``(xb, yb)``; ``yb`` is ``None`` without labels.
+    ``xb`` has the form of ``x`` (a tensor, or a tuple of aligned tensors)."""
+    n = num_samples(x)
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        yield x[idx], (y[idx] if y is not None else None)
+        yield take(x, idx), (y[idx] if y is not None else None)

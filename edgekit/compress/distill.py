@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from edgekit.compress.data import Task, TrainData
+from edgekit.compress.data import Inputs, Task, TrainData, call, take
 from edgekit.compress.errors import RecipeError
 from edgekit.compress.metrics import first_tensor
 from edgekit.compress.training import LossFn, fit, soft_target_loss, task_loss
@@ -181,10 +181,10 @@ def _build_loss(student: nn.Module, teacher: nn.Module, o: DistillOptions, data:
     adapters = _make_adapters(student, teacher, o.features, feats_s, feats_t, data)
     alpha = o.alpha if data.has_labels else 1.0  # no labels: the teacher is the only source
 
-    def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+    def loss(model: nn.Module, xb: Inputs, yb: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            t_out = first_tensor(teacher(xb))
-        s_out = first_tensor(model(xb))
+            t_out = first_tensor(call(teacher, xb))
+        s_out = first_tensor(call(model, xb))
         total = alpha * _output_loss(kind, task, s_out, t_out, o.temperature)
         if yb is not None and alpha < 1.0:
             total = total + (1.0 - alpha) * task_loss(task, s_out, yb)
@@ -224,8 +224,8 @@ def _make_adapters(student: nn.Module, teacher: nn.Module, pairs: tuple[tuple[st
     if not pairs:
         return {}
     with torch.no_grad():
-        student.eval()(data.x_train[:2])
-        teacher(data.x_train[:2])
+        call(student.eval(), take(data.x_train, slice(0, 2)))
+        call(teacher, take(data.x_train, slice(0, 2)))
     torch.manual_seed(data.seed)  # adapter init is part of the seeded run
     return {s: feature_adapter(feats_s[s].shape, feats_t[t].shape, f"{s}->{t}") for s, t in pairs}
 
@@ -293,14 +293,17 @@ def _droppable_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
     """For each Sequential/ModuleList: indices of children run once with out.shape == in.shape."""
     seen: dict[nn.Module, list[bool]] = {}
 
-    def hook(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        same = bool(args) and isinstance(args[0], torch.Tensor) and \
-            isinstance(out, torch.Tensor) and args[0].shape == out.shape
+    def hook(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        # The block's main input: the first positional tensor, or hidden_states=... (Hugging
+        # Face layers); its main output: the output tensor, or the first of a tuple.
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+        y = out[0] if isinstance(out, (tuple, list)) and out else out
+        same = isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape
         seen.setdefault(m, []).append(same)
 
     containers = {n: m for n, m in model.named_modules()
                   if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) >= 2}
-    handles = [c.register_forward_hook(hook) for m in containers.values() for c in m]
+    handles = [c.register_forward_hook(hook, with_kwargs=True) for m in containers.values() for c in m]
     try:
         with torch.no_grad():
             model.eval()(*example_inputs)
@@ -324,4 +327,16 @@ def _drop_blocks(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
         return new
     parent_name, _, child = name.rpartition(".")
     setattr(student.get_submodule(parent_name) if parent_name else student, child, new)
+    _update_layer_count(student, name, len(old), len(new))
     return student
+
+
+def _update_layer_count(student: nn.Module, container: str, before: int, after: int) -> None:
+    """Hugging Face models read the block count from ``config.num_hidden_layers`` (head masks,
+    caches, ``save_pretrained``): set it on the container's owners that hold ``before``."""
+    parts = container.split(".")
+    for depth in range(len(parts)):
+        owner = student.get_submodule(".".join(parts[:depth]))
+        config = getattr(owner, "config", None)
+        if getattr(config, "num_hidden_layers", None) == before:
+            config.num_hidden_layers = after

@@ -7,11 +7,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekit.compress.data import Inputs, call, num_samples, take
+
 _EVAL_BATCH = 256
 
 
-def model_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def model_output(model: nn.Module, x: Inputs) -> torch.Tensor:
     """Run ``model`` in eval mode without grad, in batches; the first tensor output.
+
+    ``x`` is one input tensor or a tuple of them (``model(*xs)``).
 
     Models that return tuples or dicts (Hugging Face style) are reduced to their first
     tensor, which is what the exported graph's first output is too.
@@ -20,8 +24,8 @@ def model_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     outs = []
     with torch.no_grad():
-        for start in range(0, len(x), _EVAL_BATCH):
-            outs.append(first_tensor(model(x[start:start + _EVAL_BATCH])))
+        for start in range(0, num_samples(x), _EVAL_BATCH):
+            outs.append(first_tensor(call(model, take(x, slice(start, start + _EVAL_BATCH)))))
     model.train(was_training)
     return torch.cat(outs)
 
@@ -37,13 +41,13 @@ def first_tensor(out: Any) -> torch.Tensor:
     raise TypeError(f"model output of type {type(out).__name__} holds no tensor")
 
 
-def evaluate_top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def evaluate_top1(model: nn.Module, x: Inputs, y: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``(x, y)``."""
     pred = model_output(model, x).argmax(dim=1)
     return float((pred == y).float().mean())
 
 
-def output_cosine(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
+def output_cosine(model_a: nn.Module, model_b: nn.Module, x: Inputs) -> float:
     """Mean over samples of the cosine similarity between the two models' flat outputs."""
     a = model_output(model_a, x).flatten(1).double()
     b = model_output(model_b, x).flatten(1).double()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekit.compress.data import TrainData
+from edgekit.compress.data import TrainData, as_tuple, call, take
 from edgekit.compress.errors import RecipeError
 from edgekit.compress.metrics import evaluate_top1, output_cosine
 from edgekit.compress.training import LossFn, fit, supervised_loss, teacher_loss
@@ -103,7 +103,7 @@ def validate(options: QatOptions, model: nn.Module, data: TrainData | None, *,
     if data is None:
         raise RecipeError("qat needs data to calibrate and fine-tune; pass training data "
                           "or calibration inputs")
-    if not data.x_train.dtype.is_floating_point:
+    if not as_tuple(data.x_train)[0].dtype.is_floating_point:
         raise RecipeError("qat needs float model inputs (integer inputs such as token ids "
                           "cannot be quantized at the input); use PTQ for this model")
     if not any(isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) for m in model.modules()):
@@ -195,7 +195,7 @@ def apply(model: nn.Module, options: QatOptions, data: TrainData | None, *,
     tq = _tq()
     qat = prepare(model, options)
     with torch.no_grad():  # initialise activation ranges before the first gradient step
-        qat.train()(data.x_train[:options.calibration_samples])
+        call(qat.train(), take(data.x_train, slice(0, options.calibration_samples)))
     loss = _loss(data, teacher if teacher is not None else model)
     observed = min(options.observer_epochs, options.epochs)
     history = fit(qat, data, epochs=observed, lr=options.lr, loss_fn=loss) if observed else []

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from edgekit.compress.data import Task, TrainData, iterate_minibatches, seeded_generator
+from edgekit.compress.data import Inputs, Task, TrainData, call, iterate_minibatches, seeded_generator
 from edgekit.compress.metrics import first_tensor
 
-# (model, x batch, y batch or None) -> scalar loss
-LossFn = Callable[[nn.Module, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# (model, x batch (a tensor or a tuple of them), y batch or None) -> scalar loss
+LossFn = Callable[[nn.Module, Inputs, "torch.Tensor | None"], torch.Tensor]
 
 
 def fit(
@@ -99,9 +99,9 @@ def soft_target_loss(task: Task, student: torch.Tensor, teacher: torch.Tensor,
 
 def supervised_loss(task: Task) -> LossFn:
     """Loss on ground-truth labels only."""
-    def loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+    def loss(model: nn.Module, xb: Inputs, yb: torch.Tensor | None) -> torch.Tensor:
         assert yb is not None, "supervised_loss needs labels"
-        return task_loss(task, first_tensor(model(xb)), yb)
+        return task_loss(task, first_tensor(call(model, xb)), yb)
     return loss
 
 
@@ -109,8 +109,8 @@ def teacher_loss(teacher: nn.Module, task: Task, temperature: float = 1.0) -> Lo
     """Loss against a frozen teacher's outputs (no labels needed)."""
     teacher.eval()
 
-    def loss(model: nn.Module, xb: torch.Tensor, _yb: torch.Tensor | None) -> torch.Tensor:
+    def loss(model: nn.Module, xb: Inputs, _yb: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            t = first_tensor(teacher(xb))
-        return soft_target_loss(task, first_tensor(model(xb)), t, temperature)
+            t = first_tensor(call(teacher, xb))
+        return soft_target_loss(task, first_tensor(call(model, xb)), t, temperature)
     return loss

@@ -69,16 +69,43 @@ def _labels(y):
     return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
+def _inputs(samples: dict | None, names: list[str]):
+    """One training tensor for a single-input model, else a tuple in the model's input order."""
+    if samples is None:
+        return None
+    if len(names) == 1:
+        return _tensor(samples, names[0])
+    return tuple(_tensor(samples, n) for n in names)
+
+
+def _concat(a, b):
+    import torch
+
+    if isinstance(a, tuple):
+        return tuple(torch.cat([x, y]) for x, y in zip(a, b))
+    return torch.cat([a, b])
+
+
 def train_data(ctx: BuildContext):
     """Labelled train/eval splits when the calibration set has them, else calibration inputs
-    with the uncompressed model as the only label source."""
+    with the uncompressed model as the only label source.
+
+    An unlabelled ``train`` split (e.g. the text set's extra sentences) is training input too,
+    together with the calibration inputs: the teacher labels both. Reports use the ``eval``
+    split (``heldout`` of a text set: measured, never trained on) when present, else
+    ``verification``. Multi-input models get a tuple of tensors in input order.
+    """
     from edgekit.compress import TrainData
 
-    cal, name = ctx.calibration, ctx.inputs[0].name
+    cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
+    if cal.train is not None and cal.train_labels is not None:
+        return TrainData(_inputs(cal.train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
+                         _labels(cal.eval_labels), seed=seed)
+    x_train = _inputs(cal.calibration, names)
     if cal.train is not None:
-        return TrainData(_tensor(cal.train, name), _labels(cal.train_labels), _tensor(cal.eval, name), _labels(cal.eval_labels),
-                         seed=ctx.options.seed)
-    return TrainData(_tensor(cal.calibration, name), x_eval=_tensor(cal.verification, name), seed=ctx.options.seed)
+        x_train = _concat(_inputs(cal.train, names), x_train)
+    x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
+    return TrainData(x_train, x_eval=x_eval, seed=seed)
 
 
 def _with_channel_multiple(recipe, multiple: int):
@@ -122,8 +149,6 @@ class Compress(Stage):
         from edgekit.compress import Method, run, validate
         from edgekit.compress.qat import to_float
 
-        if len(ctx.inputs) != 1:
-            raise UnsupportedError("compression supports single-input models", "compress the model before edgekit")
         recipe = _with_channel_multiple(ctx.recipe, ctx.profile.compress.channel_multiple)
         data = train_data(ctx)
         validate(recipe, ctx.model, data, example_inputs=ctx.example_inputs)  # refuse before any work

@@ -19,6 +19,7 @@ WEIGHTS_FILE = Path(__file__).resolve().with_name("tinygpt.pt")
 INPUT_NAMES = ["input_ids"]
 OUTPUT_NAMES = ["logits"]
 TASK = "lm"
+CALIBRATION = "text"  # the bundled sentences, cut into 64-byte windows by tokenize_text
 CONTEXT = 64
 VOCAB = 256
 
