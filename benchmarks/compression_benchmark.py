@@ -142,7 +142,8 @@ def markdown(rows: list[dict], lowrank: dict, depth: dict) -> str:
     text += "|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows:
         qat = f"{r['int8_qat_onnx_acc'] * 100:.2f}%" if r["int8_qat_onnx_acc"] is not None else "-"
-        text += (f"| {r['recipe']} | {r['params'] or '-'} | {r['sparsity'] if r['sparsity'] is not None else '-'} "
+        sparsity = f"{r['sparsity']:.3f}" if r["sparsity"] is not None else "-"
+        text += (f"| {r['recipe']} | {r['params'] or '-'} | {sparsity} "
                  f"| {r['fp32_acc'] * 100:.2f}% | {r['fp32_acc_drop_pts']:.2f} pt | {r['int8_tflite_acc'] * 100:.2f}% "
                  f"| {r['int8_onnx_acc'] * 100:.2f}% | {qat} | {r['int8_tflite_bytes'] / 1e3:.1f} KB "
                  f"| {r['int8_tflite_p50_ms'] * 1e3:.1f} us | {r['latency_vs_baseline']:.2f}x |\n")

@@ -70,3 +70,11 @@ def example_bundle(tmp_path_factory) -> tuple[Path, dict]:
 def tiny_nnapi_bundle(tmp_path_factory, tiny_model_file) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("nnapi") / "bundle"
     return out, _build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_rpi4_bundle(tmp_path_factory, tiny_model_file) -> Path:
+    """The tiny CNN built for rpi4 once per session; tests that change files copy it first."""
+    out = tmp_path_factory.mktemp("tiny-rpi4") / "bundle"
+    _build_bundle(out, "rpi4", f"{tiny_model_file}:factory", latency_runs=0)
+    return out

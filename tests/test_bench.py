@@ -28,35 +28,9 @@ from edgekit.errors import BenchError
 FAST = ["--runs", "20", "--min-seconds", "0.1", "--warmup", "2"]
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
-TINY_CNN = textwrap.dedent('''
-    import torch, torch.nn as nn
-    CALIBRATION = "digits"
-    TASK = "classification"
-
-    def factory():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-        return model, (torch.zeros(1, 1, 8, 8),)
-''')
-
-
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny CNN built for rpi4, once per session (tests/test_compare.py uses it too)."""
-    from edgekit import BuildOptions, build
-
-    root = tmp_path_factory.getbasetemp() / "bench-tiny"
-    out = root / "bundle"
-    if not (out / "manifest.json").is_file():
-        root.mkdir(exist_ok=True)
-        (root / "tiny.py").write_text(TINY_CNN)
-        build(BuildOptions(target="rpi4", model=f"{root / 'tiny.py'}:factory", out=out, latency_runs=0))
-    return out
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return tiny_bundle(tmp_path_factory)
+def bundle(tiny_rpi4_bundle) -> Path:
+    return tiny_rpi4_bundle
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +84,7 @@ def test_failed_correctness_is_kept_and_marked(bundle, tmp_path):
     shutil.copytree(bundle, broken)
     with np.load(broken / "golden.npz") as npz:
         golden = {k: npz[k] for k in npz.files}
-    golden["output"] = golden["output"] + 1.0  # golden references off by one: every artifact "drifts"
+    golden["logits"] = golden["logits"] + 1.0  # golden references off by one: every artifact "drifts"
     np.savez(broken / "golden.npz", **golden)
     (report,) = bench(broken, runner_args=[*FAST, "--artifact", "model_fp32.tflite"])
     assert report["exit_code"] == 1 and report["passed"] is False

@@ -16,11 +16,9 @@ FAST = ["--runs", "20", "--min-seconds", "0.1", "--warmup", "2"]
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> list[Path]:
+def reports(tmp_path_factory, tiny_rpi4_bundle) -> list[Path]:
     """Two real runner JSONs of the whole bundle: one thread, then two threads."""
-    from test_bench import tiny_bundle  # the same once-per-session bundle as test_bench.py
-
-    bundle = tiny_bundle(tmp_path_factory)
+    bundle = tiny_rpi4_bundle
     folder = tmp_path_factory.mktemp("compare")
     paths = []
     for threads in (1, 2):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ from edgekit.errors import EmulationError
 
 pytestmark = pytest.mark.emulated
 
-TINY_CNN = textwrap.dedent('''
-    import torch, torch.nn as nn
-    CALIBRATION = "digits"
-    TASK = "classification"
-
-    def factory():
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                              nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-        return model, (torch.zeros(1, 1, 8, 8),)
-''')
 FP32_VS_HOST = 1e-5  # fp32 kernels differ across ISAs only in summation order
 INT8_VS_HOST = 1e-6  # same runtime version: integer kernels are bit-exact across ISAs
 
@@ -40,14 +28,8 @@ def env() -> EmulationEnv:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from edgekit import BuildOptions, build
-
-    tmp = tmp_path_factory.mktemp("emulate")
-    (tmp / "tiny_cnn.py").write_text(TINY_CNN)
-    out = tmp / "bundle"
-    build(BuildOptions(target="rpi4", model=f"{tmp / 'tiny_cnn.py'}:factory", out=out, latency_runs=0))
-    return out
+def bundle(tiny_rpi4_bundle) -> Path:
+    return tiny_rpi4_bundle
 
 
 @pytest.fixture(scope="module")
