@@ -75,6 +75,7 @@ class BuildContext:
     qat_model: Any = None  # the fake-quant model when the recipe ends with QAT
     timings: dict[str, float] = field(default_factory=dict)
     tokenize: Any = None  # the model's ``tokenize_text(sentences)`` hook, for text calibration sets
+    hooks: dict = field(default_factory=dict)  # the model file's train_data / evaluate functions
 
     @property
     def token_inputs(self) -> bool:

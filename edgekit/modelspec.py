@@ -4,7 +4,10 @@ A factory returns an ``nn.Module`` or ``(module, example_inputs)``. Its file may
 ``INPUT_NAMES``, ``OUTPUT_NAMES``, ``CALIBRATION`` (a bundled set name) and ``TASK``
 (``classification`` enables top-1 metrics; ``embedding`` and ``lm`` enable text metrics), which is
 how the bundled examples describe themselves. Text models add ``tokenize_text(sentences) ->
-{input_name: int64 [N, 1, seq_len]}`` so text calibration sets can feed them.
+{input_name: int64 [N, 1, seq_len]}`` so text calibration sets can feed them. Compression uses
+``train_data() -> (x_train, y_train, x_eval, y_eval)`` (tensors, labels may be None) instead of
+the calibration set when present, and reports ``evaluate(model, x_eval, y_eval) -> {metric:
+value}`` for the model after every compression step.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ class LoadedModel:
     extras: dict = field(default_factory=dict)
 
 
+# optional functions a model file may define, by the name the build knows them under
+_HOOKS = {"tokenize": "tokenize_text", "train_data": "train_data", "evaluate": "evaluate"}
 EXAMPLES = {"digits": "edgekit.examples.digits.model", "minilm": "edgekit.examples.minilm",
             "minilm-student": "edgekit.examples.minilm:student_factory", "tinygpt": "edgekit.examples.tinygpt.model"}
 
@@ -92,7 +97,7 @@ def _from_factory_module(module: Any, attr: str, label: str) -> LoadedModel:
     example = (example,) if isinstance(example, torch.Tensor) else tuple(example)
     return LoadedModel(label, model.eval(), example, None, getattr(module, "INPUT_NAMES", None),
                        getattr(module, "OUTPUT_NAMES", None), getattr(module, "CALIBRATION", None),
-                       getattr(module, "TASK", None), {"tokenize": getattr(module, "tokenize_text", None)})
+                       getattr(module, "TASK", None), {hook: getattr(module, attr, None) for hook, attr in _HOOKS.items()})
 
 
 def _load_pt2(path: Path) -> LoadedModel:

@@ -24,14 +24,14 @@ def build_summary(manifest: dict) -> str:
     fp32 = {a["format"]: a["bytes"] for a in artifacts if a["precision"] == "fp32"}
     base = fp32.get("tflite") or fp32.get("onnx") or max((a["bytes"] for a in artifacts), default=1)
     accuracy = (manifest.get("accuracy") or {}).get("per_artifact", {})
-    rows = [["artifact", "size", "vs fp32", "verified", "max err", "cosine", "top-1 agr", "quality", "host p50"]]
+    rows = [["artifact", "size", "vs fp32", "verified", "max err", "cosine", "top-1 agr", "quality", "host p50", "on device"]]
     for a in artifacts:
         v = a["verification"]
         rows.append([a["file"], _fmt_bytes(a["bytes"]), f"{a['bytes'] / base:.2f}x", "PASS" if v.get("passed") else "FAIL",
                      f"{v.get('max_abs_err', float('nan')):.3g}", f"{v.get('cosine', float('nan')):.5f}",
                      f"{v['top1_agreement']:.3f}" if "top1_agreement" in v else "-",
                      _quality(manifest["accuracy"], a["file"]) if a["file"] in accuracy else "-",
-                     f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-"])
+                     f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-", _device_path(a)])
     text = table(rows)
     if manifest.get("compression"):
         text = compression_summary(manifest["compression"]) + "\n\n" + text
@@ -40,6 +40,16 @@ def build_summary(manifest: dict) -> str:
         ref = f"{acc['reference']:.3f}" if acc["metric"] == "perplexity" else f"{acc['reference'] * 100:.2f}%"
         text += f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} ({acc['samples']} samples): {ref}"
     return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
+
+
+def _device_path(artifact: dict) -> str:
+    """Whether the target's accelerator runs this artifact on its fast path (from the profile)."""
+    compat = artifact.get("compatibility") or {}
+    if "delegate_fast_precision" in compat:
+        return "fast path" if compat["delegate_fast_precision"] and compat.get("fully_delegated", True) else "slow path"
+    if "nnapi" in compat:
+        return f"NNAPI {compat['nnapi']['suitability']}"
+    return "-"
 
 
 def _quality(accuracy: dict, file: str) -> str:

@@ -26,6 +26,7 @@ class Precision(str, Enum):
     FP16 = "fp16"
     INT8 = "int8"
     INT8_DYNAMIC = "int8_dynamic"
+    INT8_FALLBACK = "int8_fallback"  # TFLite: int8 weights/activations, sensitive ops left float
     INT4 = "int4"
 
 
@@ -83,6 +84,9 @@ class TFLiteConfig:
     token_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_DYNAMIC)
     int8: TFLiteInt8 = TFLiteInt8()
     delegate_ops: tuple[str, ...] = ()
+    #: precisions the delegate accelerates; others run (correctly) on slower reference or
+    #: hybrid kernels, and the compatibility report says so
+    fast_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8)
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class TargetProfile:
         return cfg.token_precisions if token_inputs else cfg.precisions
 
 
-_ENUMS = {"precisions": Precision, "token_precisions": Precision, "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
+_ENUMS = {"precisions": Precision, "token_precisions": Precision, "fast_precisions": Precision,
+          "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
 _NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig}
 
 
@@ -193,6 +198,8 @@ def _validate(profile: TargetProfile) -> None:
         raise TargetError(f"profile {profile.name!r}: ort fp16 artifacts are not supported", "remove fp16 from ort precisions")
     if Precision.INT4 in (*profile.tflite.precisions, *profile.tflite.token_precisions):
         raise TargetError(f"profile {profile.name!r}: tflite int4 artifacts are not supported", "use int4 with ort only")
+    if Precision.INT8_FALLBACK in (*profile.ort.precisions, *profile.ort.token_precisions):
+        raise TargetError(f"profile {profile.name!r}: int8_fallback is a TFLite scheme", "use int8 (static QDQ) for ort")
 
 
 def _parse_tolerances(data: dict[str, Any], where: str) -> dict[str, Tolerance]:

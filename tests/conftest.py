@@ -28,6 +28,18 @@ TINY_CNN = textwrap.dedent('''
                               nn.AdaptiveAvgPool2d(1), nn.Flatten())
         return model, (torch.zeros(1, 1, 8, 8),)
 
+    def train_data():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.tensor(digits.images[:600] / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+        y = torch.tensor(digits.target[:600])
+        return x[:500], y[:500], x[500:], y[500:]
+
+    def evaluate(model, x, y):
+        with torch.no_grad():
+            return {"hook_top1": (model(x).argmax(1) == y).float().mean().item(), "hook_samples": len(x)}
+
     def no_example():
         return factory()[0]
 

@@ -77,7 +77,9 @@ class Compatibility(Stage):
         path = ctx.bundle_dir / artifact.file
         if artifact.format == "tflite":
             cfg = ctx.profile.tflite
-            return tflite_report(path, cfg.delegate, cfg.delegate_ops)
+            report = tflite_report(path, cfg.delegate, cfg.delegate_ops)
+            report["delegate_fast_precision"] = artifact.precision in {p.value for p in cfg.fast_precisions}
+            return report
         # .ort is a serialized form of the same graph as its .onnx: analyse the .onnx
         source = path.with_suffix(".onnx")
         cfg = ctx.profile.ort

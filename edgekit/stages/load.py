@@ -49,6 +49,7 @@ class LoadModel(Stage):
         loaded = modelspec.load(ctx.options.model)
         ctx.model_label, ctx.task, ctx.default_calibration = loaded.label, loaded.task, loaded.calibration
         ctx.tokenize = loaded.extras.get("tokenize")
+        ctx.hooks = {k: v for k, v in loaded.extras.items() if k in ("train_data", "evaluate") and v is not None}
         if loaded.module is None:
             self._onnx_specs(ctx, loaded)
         else:

@@ -51,7 +51,7 @@ def token_bundle(tmp_path_factory, build_bundle):
 def test_every_transformer_scheme_is_built_and_verified(token_bundle):
     _, manifest = token_bundle
     files = {a["file"]: a for a in manifest["artifacts"]}
-    expected = {"model_fp32.tflite", "model_fp16.tflite", "model_int8_dynamic.tflite", "model_fp32.onnx",
+    expected = {"model_fp32.tflite", "model_fp16.tflite", "model_int8_dynamic.tflite", "model_int8_fallback.tflite", "model_fp32.onnx",
                 "model_int8.onnx", "model_int8_dynamic.onnx", "model_int4.onnx"}
     assert expected <= set(files)
     assert all(a["verification"]["passed"] for a in files.values()), {f: a["verification"] for f, a in files.items()}
