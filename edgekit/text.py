@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["SPLITS", "load_sentences", "next_token_agreement", "perplexity", "split_sentences",
            "stdlib_docstrings", "tokenize"]
 
-SPLITS = ("calibration", "verification", "heldout")
+SPLITS = ("calibration", "verification", "heldout", "train")
 # Standard-library folders left out of the offline corpus: tests are full of doctest/fixture text,
 # the others are GUI demos, vendored tools or data rather than prose.
 _STDLIB_SKIP = frozenset({"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "ensurepip",
@@ -64,7 +64,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 def load_sentences(split: str, folder: Path | str | None = None) -> list[str]:
-    """The sentences of one split (``calibration``, ``verification``, ``heldout``) of the bundled
+    """The sentences of one split (``calibration``, ``verification``, ``heldout``, ``train``) of the bundled
     text set (``calibration_data/text``) or of a folder with the same manifest layout."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")

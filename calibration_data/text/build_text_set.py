@@ -12,7 +12,10 @@ the Python version only (recorded in the manifest): running twice gives byte-ide
 
 Output: ``sentences.jsonl`` (one ``{"id", "split", "module", "text"}`` object per line) and
 ``manifest.json``. Splits are disjoint: ``calibration`` for quantization, ``verification`` for
-comparing artifacts with the reference, ``heldout`` only for evaluation (never calibrate on it).
+comparing artifacts with the reference, ``heldout`` only for evaluation (never calibrate or train on
+it), and ``train``, every remaining candidate, extra (unlabelled) training input for compression
+(distillation: the teacher labels it). The first three splits are dealt first, so adding ``train``
+left them unchanged.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = "calibration_data/text/build_text_set.py"
 SEED = 0
 SPLIT_SIZES = {"calibration": 320, "verification": 32, "heldout": 64}
+# Dealt after the fixed-size splits: every candidate left over.
+REST_SPLIT = "train"
 MIN_WORDS, MAX_WORDS = 8, 40
 # At most this many sentences from one source file, so no module dominates (variety).
 PER_MODULE = 3
@@ -68,7 +73,7 @@ def candidate_sentences() -> list[tuple[str, str]]:
 
 
 def build_rows() -> list[dict]:
-    """Shuffle the candidates with a fixed seed and deal them into the splits."""
+    """Shuffle the candidates with a fixed seed and deal them into the splits; the rest is ``train``."""
     candidates = candidate_sentences()
     total = sum(SPLIT_SIZES.values())
     if len(candidates) < total:
@@ -79,6 +84,8 @@ def build_rows() -> list[dict]:
         for module, text in candidates[start:start + size]:
             rows.append({"id": len(rows), "split": split, "module": module, "text": text})
         start += size
+    for module, text in candidates[start:]:
+        rows.append({"id": len(rows), "split": REST_SPLIT, "module": module, "text": text})
     return rows
 
 
@@ -87,12 +94,13 @@ def manifest(rows: list[dict], candidates: int) -> dict:
         "name": "text",
         "description": ("English sentences (8-40 words) from the docstrings of the Python standard library, "
                         "for calibrating and checking text models (token inputs). 'calibration' feeds quantization, "
-                        "'verification' compares artifacts with the reference, 'heldout' is only for evaluation."),
+                        "'verification' compares artifacts with the reference, 'heldout' is only for evaluation, "
+                        "'train' is extra unlabelled training input for compression (distillation)."),
         "file": "sentences.jsonl",
         "format": "jsonl: one {id, split, module, text} object per line",
         "kind": "text",
         "task": "embedding",
-        "splits": {split: sum(r["split"] == split for r in rows) for split in SPLIT_SIZES},
+        "splits": {split: sum(r["split"] == split for r in rows) for split in (*SPLIT_SIZES, REST_SPLIT)},
         "provenance": {
             "source": "docstrings of the Python standard library (module, class and function), parsed with ast",
             "python": platform.python_version(),
@@ -100,7 +108,7 @@ def manifest(rows: list[dict], candidates: int) -> dict:
             "method": (f"edgekit.text.split_sentences on each docstring; kept plain ASCII prose of {MIN_WORDS}-{MAX_WORDS} "
                        f"words ending with a full stop, no code/markup characters; deduplicated case-insensitively; at most "
                        f"{PER_MODULE} per source file; {candidates} candidates shuffled with random.Random({SEED}) and dealt "
-                       f"into the splits in order"),
+                       f"into the splits in order, the remainder into '{REST_SPLIT}'"),
             "seed": SEED,
             "excluded_stdlib_folders": "test, idlelib, lib2to3, tkinter, turtledemo, ensurepip, pydoc_data",
         },

@@ -46,6 +46,10 @@ class TrainData:
             integers, regression when it holds floats, embedding when there are no labels.
         batch_size: minibatch size for every training loop.
         seed: seeds shuffling (and the weight init of adapters), so runs are reproducible.
+        trim_padding: index (in the input tuple) of an attention mask ``[N, T]``: training
+            minibatches are cut to their longest real sequence (every ``[N, T]`` input loses
+            the columns where all masks are 0). Only for models whose outputs do not change
+            (see :func:`padding_trim_is_exact`); ``None`` keeps full-length inputs.
     """
 
     x_train: Inputs
@@ -55,6 +59,7 @@ class TrainData:
     task: Task | None = None
     batch_size: int = 64
     seed: int = 0
+    trim_padding: int | None = None
     _resolved_task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +74,8 @@ class TrainData:
                 raise RecipeError("TrainData.x_eval must hold as many input tensors as x_train")
         elif self.y_eval is not None:
             raise RecipeError("TrainData has y_eval but no x_eval; pass both or neither")
+        if self.trim_padding is not None and not 0 <= self.trim_padding < len(as_tuple(self.x_train)):
+            raise RecipeError(f"TrainData.trim_padding={self.trim_padding} is not an input index")
         if self.batch_size < 1:
             raise RecipeError(f"TrainData.batch_size must be >= 1, got {self.batch_size}")
         task = Task(self.task) if self.task is not None else _infer_task(self.y_train)
@@ -159,11 +166,63 @@ def iterate_minibatches(
     y: torch.Tensor | None,
     batch_size: int,
     generator: torch.Generator,
+    trim_padding: int | None = None,
 ) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
     """One epoch of shuffled minibatches ``(xb, yb)``; ``yb`` is ``None`` without labels.
-    ``xb`` has the form of ``x`` (a tensor, or a tuple of aligned tensors)."""
+    ``xb`` has the form of ``x`` (a tensor, or a tuple of aligned tensors), cut to its longest
+    real sequence when ``trim_padding`` names the attention-mask input."""
     n = num_samples(x)
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        yield take(x, idx), (y[idx] if y is not None else None)
+        xb = take(x, idx)
+        yield (trim_to_mask(xb, trim_padding) if trim_padding is not None else xb), \
+            (y[idx] if y is not None else None)
+
+
+def trim_to_mask(x: Inputs, mask_index: int) -> Inputs:
+    """Drop the trailing sequence positions that are padding (mask 0) in every sample: every
+    ``[N, T]`` input is cut to ``[N, L]``, L = 1 + the last position any mask marks as real."""
+    parts = as_tuple(x)
+    mask = parts[mask_index]
+    if mask.ndim != 2:
+        return x
+    real = mask.ne(0).any(dim=0).nonzero()
+    length = int(real.max()) + 1 if len(real) else 1
+    if length == mask.shape[1]:
+        return x
+    cut = tuple(t[:, :length] if t.ndim == 2 and t.shape[1] == mask.shape[1] else t for t in parts)
+    return cut if isinstance(x, tuple) else cut[0]
+
+
+def padding_trim_is_exact(model: Any, x: Inputs, mask_index: int, *, samples: int = 4,
+                          tolerance: float = 1e-4) -> bool:
+    """Whether ``model`` gives the same outputs on inputs cut to their real length (sample by
+    sample) as on the full padded ones: true for attention-masked encoders with pooling over
+    the mask, false for models with fixed-length parts (position tables added whole, flatten)."""
+    def first(out: Any) -> torch.Tensor:
+        while isinstance(out, (tuple, list)) or isinstance(out, dict):
+            out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+        return out
+
+    was_training, checked = model.training, 0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(num_samples(x)):
+                one = take(x, slice(i, i + 1))
+                cut = trim_to_mask(one, mask_index)
+                if cut is one:
+                    continue
+                full, short = first(call(model, one)), first(call(model, cut))
+                if full.shape != short.shape or \
+                        float((full - short).abs().max()) > tolerance * max(1.0, float(full.abs().max())):
+                    return False
+                checked += 1
+                if checked == samples:
+                    break
+        return checked > 0  # nothing to cut in any sample: nothing was shown
+    except Exception:  # noqa: BLE001 - a shape error means the model needs the full length
+        return False
+    finally:
+        model.train(was_training)

@@ -10,6 +10,7 @@ treated as 1. The student is given, or derived from the teacher: fewer channels
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from torch import nn
 
 from edgekit.compress.data import Inputs, Task, TrainData, call, take
 from edgekit.compress.errors import RecipeError
-from edgekit.compress.metrics import first_tensor
+from edgekit.compress.metrics import first_tensor, output_cosine
 from edgekit.compress.training import LossFn, fit, soft_target_loss, task_loss
 
 
@@ -58,8 +59,13 @@ class DistillOptions:
         student: given, or derived from the model by width or depth.
         width_ratio: fraction of channels removed for ``student='width'``.
         keep_blocks: block indices kept for ``student='depth'``; ``None`` = alternate.
-        container: name of the nn.Sequential/ModuleList of blocks for ``student='depth'``;
+        container: name of the nn.Sequential/ModuleList of blocks for ``student='depth'``
+            (e.g. ``encoder.encoder.layer`` for a Hugging Face BERT inside a wrapper);
             ``None`` = the one with the most droppable blocks.
+        batch_size: minibatch size; ``None`` = the data's.
+        dropout: train the student in train mode (dropout on); ``False`` trains it in eval
+            mode, which fits a teacher's outputs more closely when data is plentiful.
+        lr_decay: lower the learning rate linearly to 0 over the run.
     """
 
     epochs: int = 3
@@ -73,6 +79,9 @@ class DistillOptions:
     width_ratio: float = 0.5
     keep_blocks: tuple[int, ...] | None = None
     container: str | None = None
+    batch_size: int | None = None
+    dropout: bool = True
+    lr_decay: bool = False
 
     def __post_init__(self) -> None:
         for name, cls in (("student", StudentSource), ("output_loss", OutputLoss)):
@@ -100,6 +109,8 @@ def check_options(o: DistillOptions) -> None:
     if not 0.0 < o.width_ratio < 1.0:
         raise RecipeError(f"distill: width_ratio={o.width_ratio} is out of range; give a "
                           "fraction in (0, 1)")
+    if o.batch_size is not None and o.batch_size < 1:
+        raise RecipeError(f"distill: batch_size={o.batch_size} must be >= 1")
     if any(len(p) != 2 for p in o.features):
         raise RecipeError("distill: features must be (student_module, teacher_module) pairs")
 
@@ -134,14 +145,19 @@ def apply(model: nn.Module, options: DistillOptions, data: TrainData | None, *,
     teacher = copy.deepcopy(teacher if teacher is not None else model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if options.batch_size is not None:
+        data = dataclasses.replace(data, batch_size=options.batch_size)
     student, derived = _make_student(model, options, data)
+    before = output_cosine(student, teacher, data.eval_split()[0])
     loss, adapters, cleanup = _build_loss(student, teacher, options, data)
     try:
         history = fit(student, data, epochs=options.epochs, lr=options.lr, loss_fn=loss,
-                      extra_params=[p for a in adapters.values() for p in a.parameters()])
+                      extra_params=[p for a in adapters.values() for p in a.parameters()],
+                      train_mode=options.dropout, lr_decay=options.lr_decay)
     finally:
         cleanup()
     report = {"options": _plain(options), "student": derived, "loss": history,
+              "cosine_before": before,  # the student's output cosine to the teacher before training
               "adapters": {k: type(a).__name__ for k, a in adapters.items()}}
     return student, report
 

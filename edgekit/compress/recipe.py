@@ -9,7 +9,8 @@ final weights: any change after it would break the int8 grids it trained for.
 Recipes come from TOML (``[[compress]]`` tables, e.g. ``method="prune" kind="structured"
 ratio=0.3``) or CLI shorthand (``prune=structured:0.3``, ``lowrank=energy:0.9``,
 ``distill=epochs=3``, ``qat=epochs=1``, ``share=auto``; more options as ``,key=value``,
-list values joined by ``+``). Steps must be listed in the fixed order.
+list values joined by ``+``, feature pairs as ``features=student.mod:teacher.mod+...``). Steps
+must be listed in the fixed order.
 """
 
 from __future__ import annotations
@@ -199,7 +200,10 @@ _LIST_KEYS = {"ignored_layers", "skip", "keep_blocks"}
 
 
 def _literal(value: str, key: str) -> Any:
-    """Shorthand values: ints, floats, true/false, ``+``-joined lists, else strings."""
+    """Shorthand values: ints, floats, true/false, ``+``-joined lists, else strings;
+    ``features=s1:t1+s2:t2`` gives (student, teacher) module pairs."""
+    if key == "features":
+        return tuple(tuple(p.split(":")) for p in value.split("+") if p)
     if key in _LIST_KEYS:
         return tuple(_literal(v, "") for v in value.split("+") if v)
     if value.lower() in ("true", "false"):

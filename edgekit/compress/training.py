@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from edgekit.compress.data import Inputs, Task, TrainData, call, iterate_minibatches, seeded_generator
+from edgekit.compress.data import Inputs, Task, TrainData, call, iterate_minibatches, num_samples, seeded_generator
 from edgekit.compress.metrics import first_tensor
 
 # (model, x batch (a tensor or a tuple of them), y batch or None) -> scalar loss
@@ -27,27 +27,36 @@ def fit(
     loss_fn: LossFn,
     extra_params: Iterable[nn.Parameter] = (),
     after_step: Callable[[], None] | None = None,
+    train_mode: bool = True,
+    lr_decay: bool = False,
 ) -> list[float]:
     """Train ``model`` in place with Adam; returns the mean loss of each epoch.
 
     ``extra_params`` are trained too (distillation adapters); ``after_step`` runs after
     every optimizer step. Conv/Linear weights that are exactly zero stay zero, so training
     after unstructured pruning (distillation, QAT) keeps the sparsity it was given.
+    ``train_mode=False`` trains in eval mode (no dropout, frozen BatchNorm statistics);
+    ``lr_decay`` lowers the learning rate linearly to 0 over the run.
     """
     torch.manual_seed(data.seed)
     keep_zeros = _zero_masks(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.Adam(params, lr=lr)
+    total_steps = epochs * -(-num_samples(data.x_train) // data.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / total_steps) if lr_decay else None
     gen = seeded_generator(data.seed)
     history = []
-    model.train()
+    model.train(train_mode)
     for _ in range(epochs):
         total, batches = 0.0, 0
-        for xb, yb in iterate_minibatches(data.x_train, data.y_train, data.batch_size, gen):
+        for xb, yb in iterate_minibatches(data.x_train, data.y_train, data.batch_size, gen,
+                                          data.trim_padding):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model, xb, yb)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             _apply_masks(keep_zeros)
             if after_step is not None:
                 after_step()

@@ -78,6 +78,7 @@ def load_encoder() -> nn.Module:
     """The 6-layer BertModel in eval mode (eager attention: plain MatMul/Softmax in the graph,
     which every converter and quantizer handles)."""
     transformers = _transformers()
+    transformers.utils.logging.disable_progress_bar()  # a build log shows our progress, not theirs
     return transformers.AutoModel.from_pretrained(model_dir(), attn_implementation="eager").eval()
 
 

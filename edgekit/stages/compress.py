@@ -97,6 +97,9 @@ def train_data(ctx: BuildContext):
     """
     from edgekit.compress import TrainData
 
+    if "train_data" in ctx.hooks:  # the model file's own data wins over the calibration set
+        x_train, y_train, x_eval, y_eval = ctx.hooks["train_data"]()
+        return TrainData(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed)
     cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
     if cal.train is not None and cal.train_labels is not None:
         return TrainData(_inputs(cal.train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
@@ -105,7 +108,19 @@ def train_data(ctx: BuildContext):
     if cal.train is not None:
         x_train = _concat(_inputs(cal.train, names), x_train)
     x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
-    return TrainData(x_train, x_eval=x_eval, seed=seed)
+    return TrainData(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx, x_train, names))
+
+
+def _trim_padding(ctx: BuildContext, x_train, names: list[str]) -> int | None:
+    """Token models with an ``attention_mask`` input train on minibatches cut to their longest
+    sentence (several times faster on short sentences) when that provably leaves the model's
+    outputs unchanged; models with fixed-length parts keep the full padded length."""
+    from edgekit.compress.data import padding_trim_is_exact
+
+    if len(names) < 2 or "attention_mask" not in names or ctx.model is None:
+        return None
+    index = names.index("attention_mask")
+    return index if padding_trim_is_exact(ctx.model, x_train, index) else None
 
 
 def _with_channel_multiple(recipe, multiple: int):
@@ -117,6 +132,15 @@ def _with_channel_multiple(recipe, multiple: int):
             step = dataclasses.replace(step, options=dataclasses.replace(step.options, round_to=multiple))
         steps.append(step)
     return Recipe(tuple(steps))
+
+
+def _measure_step(model, ctx: BuildContext, data) -> dict:
+    """Bytes and latency of one step's model, plus the user's ``evaluate`` metrics if defined."""
+    out = _export_and_time(model, ctx)
+    if "evaluate" in ctx.hooks:
+        x, y = data.eval_split()
+        out["user_metrics"] = {k: float(v) for k, v in ctx.hooks["evaluate"](model.eval(), x, y).items()}
+    return out
 
 
 def _export_and_time(model, ctx: BuildContext, runs: int = 30) -> dict:
@@ -154,7 +178,7 @@ class Compress(Stage):
         validate(recipe, ctx.model, data, example_inputs=ctx.example_inputs)  # refuse before any work
         measured: list[dict] = []
         model, reports = run(recipe, ctx.model, data, example_inputs=ctx.example_inputs,
-                             on_step=lambda method, m: measured.append(_export_and_time(_plain(m), ctx)))
+                             on_step=lambda method, m: measured.append(_measure_step(_plain(m), ctx, data)))
         if recipe.steps[-1].method is Method.QAT:
             ctx.qat_model = model
             model = to_float(model)  # weights on the int8 grid, for the PTQ converters

@@ -65,3 +65,13 @@ def test_compression_refused_for_onnx_input(tmp_path):
     torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(path), dynamo=True, external_data=False)
     result = edgekit("build", str(path), "--target", "rpi4", "--calibration", "digits", "--prune", "structured:0.5", cwd=tmp_path)
     assert_one_line_error(result, "compression needs a PyTorch model")
+
+
+def test_user_train_data_and_evaluate_hooks(tmp_path, tiny_model_file, build_bundle):
+    manifest = build_bundle(tmp_path / "out", "rpi4", f"{tiny_model_file}:factory",
+                            recipe=("prune=unstructured:0.5,finetune_epochs=2",), latency_runs=0)
+    original, pruned = manifest["compression"]
+    assert original["user_metrics"]["hook_samples"] == 100  # the hook's own eval split, not the calibration set
+    assert pruned["user_metrics"]["hook_samples"] == 100
+    assert abs(pruned["user_metrics"]["hook_top1"] - pruned["accuracy"]) < 1e-6  # same split, same model
+    assert abs(pruned["sparsity"] - 0.5) < 0.02

@@ -81,7 +81,7 @@ def test_text_set_splits_are_disjoint_varied_and_small():
     assert (folder / manifest["file"]).stat().st_size < 200_000
     assert manifest["provenance"]["generator"] == "calibration_data/text/build_text_set.py"
     with pytest.raises(ValueError, match="unknown split"):
-        load_sentences("train")
+        load_sentences("test")
 
 
 @pytest.mark.slow

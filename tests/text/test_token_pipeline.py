@@ -15,24 +15,17 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 MODEL_FILE = textwrap.dedent(f'''
-    import sys, zlib
-    import numpy as np
+    import sys
     import torch
     sys.path.insert(0, {str(HERE)!r})
-    from tiny_models import SEQ, VOCAB, TinyEncoder
+    from tiny_models import TinyEncoder, hash_tokenize
 
     INPUT_NAMES = ["input_ids", "attention_mask"]
     OUTPUT_NAMES = ["embedding"]
     CALIBRATION = "text"
     TASK = "embedding"
 
-    def tokenize_text(sentences):
-        # a stand-in word-hash tokenizer: real models use their own (see edgekit/examples/minilm.py)
-        ids = np.zeros((len(sentences), 1, SEQ), np.int64)
-        for row, text in enumerate(sentences):
-            words = [1 + zlib.crc32(w.lower().encode()) % (VOCAB - 1) for w in text.split()][:SEQ]
-            ids[row, 0, :len(words)] = words
-        return {{"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)}}
+    tokenize_text = hash_tokenize
 
     def factory():
         sample = tokenize_text(["a short sentence to trace the graph with"])

@@ -91,3 +91,15 @@ class NormalizeHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.linear(x), p=2, dim=1)
+
+
+def hash_tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
+    """A stand-in word-hash tokenizer for the tiny encoders (real models use their own, see
+    edgekit/examples/minilm.py): ``{"input_ids", "attention_mask"}`` int64 ``[N, 1, SEQ]``."""
+    import zlib
+
+    ids = np.zeros((len(sentences), 1, SEQ), np.int64)
+    for row, text in enumerate(sentences):
+        words = [1 + zlib.crc32(w.lower().encode()) % (VOCAB - 1) for w in text.split()][:SEQ]
+        ids[row, 0, :len(words)] = words
+    return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)}

