@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The bundle-format rules (transpose by perm, quantize / dequantize) live once, in the device
+# runner, which must stay self-contained; the build verifies with the very same code.
+from edgekit.runner.edgekit_runner import from_artifact, to_artifact
 from edgekit.tensors import TensorSpec
 
 
@@ -46,25 +49,6 @@ def _match(names: list[str], specs: list[TensorSpec]) -> list[TensorSpec]:
     return list(specs)
 
 
-def to_artifact(x: np.ndarray, entry: dict) -> np.ndarray:
-    """Model-layout float tensor -> the artifact's layout and dtype (quantizing if needed)."""
-    if entry["perm"]:
-        x = x.transpose(entry["perm"])
-    dtype = np.dtype(entry["dtype"])
-    quant = entry["quantization"]
-    if quant and dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        x = np.clip(np.round(x / quant["scale"]) + quant["zero_point"], info.min, info.max)
-    return np.ascontiguousarray(x.astype(dtype))
-
-
-def from_artifact(y: np.ndarray, entry: dict) -> np.ndarray:
-    """Artifact output -> float32 in the model's layout (dequantizing if needed)."""
-    quant = entry["quantization"]
-    y = (y.astype(np.float32) - quant["zero_point"]) * quant["scale"] if quant else y.astype(np.float32)
-    return y.transpose(np.argsort(entry["perm"])) if entry["perm"] else y
-
-
 class Session:
     """Common part: run one sample, run a batch of samples, time repeated runs."""
 
@@ -74,7 +58,7 @@ class Session:
     def run(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = [to_artifact(sample[e["model_name"]], e) for e in self.inputs]
         raw = self._invoke(feeds)
-        return {e["model_name"]: from_artifact(y, e) for e, y in zip(self.outputs, raw)}
+        return {e["model_name"]: from_artifact(y, e).astype(np.float32) for e, y in zip(self.outputs, raw)}
 
     def run_batch(self, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(next(iter(samples.values())))
