@@ -1,0 +1,221 @@
+"""The emulated userland that :func:`edgekit.emulate.prepare` builds, step by step.
+
+What is emulated (architectures, runtime flavours, the Debian suite), the cached steps (qemu,
+rootfs, each flavour's wheels and its smoke import) and how the guest python is started under
+qemu. The tool helpers these steps call are in :mod:`edgekit.emulate_tools`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekit.emulate_tools import QEMU_PACKAGE, QEMU_SUITE, _cmd, _debian_mirror, _extract_deb, _need_tools, _private_apt
+from edgekit.errors import EmulationError
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One runtime set-up for the guest: what pip fetches, what must import, what it runs."""
+
+    requirements: tuple[str, ...]
+    module: str
+    formats: frozenset[str]
+
+
+# Pinned to the versions measured under qemu 10 here; ai-edge-litert and onnxruntime match the
+# host's (setup.cfg), so emulated and host verification differ only by the ISA.
+FLAVOURS: dict[str, Flavour] = {
+    "litert": Flavour(("numpy==2.4.6", "ai-edge-litert==2.3.0"), "ai_edge_litert.interpreter", frozenset({"tflite"})),
+    # Raspberry Pi OS bookworm's case: tflite-runtime's last release, built against numpy 1.
+    "tflite-runtime": Flavour(("numpy==1.26.4", "tflite-runtime==2.14.0"), "tflite_runtime.interpreter", frozenset({"tflite"})),
+    "onnxruntime": Flavour(("numpy==2.4.6", "onnxruntime==1.32.0"), "onnxruntime", frozenset({"onnx", "ort"})),
+}
+
+
+@dataclass(frozen=True)
+class _Arch:
+    debian: str  # dpkg architecture of the rootfs
+    qemu: str  # emulator binary in the qemu-user package
+    cpu: str  # QEMU_CPU: the target device's core
+
+
+ARCHES = {"aarch64": _Arch("arm64", "qemu-aarch64", "cortex-a72")}  # cortex-a72: Raspberry Pi 4
+ALIASES = {"arm64": "aarch64"}
+SUITE = "bookworm"
+GUEST_PYTHON = "usr/bin/python3.11"
+SITE_ROOT = "/opt/edgekit"  # guest path of the per-flavour wheel folders
+# bookworm has glibc 2.36: any manylinux tag up to it runs there (tflite-runtime 2.14 is 2_34).
+PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
+PASS_ENV = ("TF_CPP_MIN_LOG_LEVEL", "OMP_NUM_THREADS")
+
+
+# ----------------------------------------------------------------------------- prepare: steps
+def _step(cache: Path, name: str, key: dict[str, Any], say: Progress, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``build`` unless a marker with the same ``key`` says it finished; return its info.
+
+    The marker is written last, so a step that was interrupted runs again from its start."""
+    marker = cache / "steps" / f"{name}.json"
+    with contextlib.suppress(OSError, ValueError):
+        done = json.loads(marker.read_text())
+        if done.get("key") == key:
+            return done["info"]
+    say(f"{name}: preparing")
+    start = time.monotonic()
+    info = build()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "info": info}, indent=1))
+    tmp.replace(marker)
+    say(f"{name}: done in {time.monotonic() - start:.0f} s")
+    return info
+
+
+def _prepare_flavour(cache: Path, spec: _Arch, flavour: str, qemu: dict, rootfs: dict, say: Progress) -> dict[str, Any]:
+    """Wheels, then a smoke import under qemu. Keys chain on the rootfs build (the wheels live
+    inside it) and on the qemu version (the check ran under it)."""
+    site_key = {"requirements": list(FLAVOURS[flavour].requirements), "platforms": list(PLATFORMS), "rootfs": rootfs["built"]}
+    site = _step(cache, f"site-{flavour}", site_key, say, lambda: _install_site(cache, flavour, say))
+    check_key = {"site": site["wheels"], "qemu": qemu["version"]}
+    return _step(cache, f"check-{flavour}", check_key, say, lambda: _smoke_check(cache, spec, flavour))
+
+
+def _fetch_qemu(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
+    """Download trixie's qemu-user deb through a private apt configuration (host apt state is
+    untouched) and keep only the one static emulator binary (16 MB of the 465 MB package)."""
+    _need_tools("apt-get", "dpkg-deb", "tar")
+    work = _fresh(cache / "work" / "qemu")
+    mirror = _debian_mirror()
+    say(f"qemu: {QEMU_PACKAGE} from {mirror} {QEMU_SUITE} (~70 MB download)")
+    apt = _private_apt(work, mirror)
+    hint = f"check that {mirror} is reachable, or set EDGEKIT_DEBIAN_MIRROR to a Debian mirror"
+    _cmd([*apt, "update"], f"apt-get update ({QEMU_SUITE} package lists)", hint)
+    _cmd([*apt, "download", QEMU_PACKAGE], f"apt-get download {QEMU_PACKAGE}", hint, cwd=work)
+    debs = sorted(work.glob(f"{QEMU_PACKAGE}_*.deb"))
+    if not debs:
+        raise EmulationError(f"apt-get download {QEMU_PACKAGE} left no .deb in {work}", hint)
+    unpacked = _fresh(work / "unpacked")
+    _extract_deb(debs[0], unpacked, f"./usr/bin/{spec.qemu}")
+    target = cache / "qemu" / spec.qemu
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (unpacked / "usr" / "bin" / spec.qemu).replace(target)
+    return {"version": _qemu_version(target), "deb": debs[0].name}
+
+
+def _build_rootfs(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
+    """debootstrap's first stage into a scratch folder, unpack the base (python3) packages,
+    then move it into place: a half-built rootfs never looks finished."""
+    _need_tools("debootstrap", "wget", "dpkg-deb", "tar")
+    if os.geteuid() != 0:
+        raise EmulationError("building the emulated rootfs needs root (debootstrap creates root-owned files and device nodes)",
+                             "run the first `edgekit bench --emulate` (or edgekit.emulate.prepare()) as root; "
+                             "later runs reuse the cache without root")
+    partial, final = _fresh(cache / "rootfs.partial"), cache / "rootfs"
+    shutil.rmtree(final, ignore_errors=True)
+    mirror = _debian_mirror()
+    say(f"rootfs: debootstrap --foreign {SUITE} {spec.debian} with python3 from {mirror} (~40 MB download)")
+    _cmd(["debootstrap", "--foreign", f"--arch={spec.debian}", "--variant=minbase", "--include=python3", SUITE, partial, mirror],
+         "debootstrap", f"see {partial}/debootstrap/debootstrap.log; check that {mirror} is reachable")
+    _unpack_base(partial)
+    if not (partial / GUEST_PYTHON).is_file() or not (partial / "lib").is_symlink():
+        raise EmulationError(f"the rootfs in {partial} has no {GUEST_PYTHON} or lost its /lib symlink", "delete the cache and retry")
+    partial.replace(final)
+    return {"built": time.time(), "mirror": mirror}
+
+
+def _unpack_base(root: Path) -> None:
+    """The first stage unpacks only the required set; python3 and its libraries are in the
+    "base" list, downloaded to var/cache/apt/archives. Unpack them, then drop the debs."""
+    meta = root / "debootstrap"
+    base = (meta / "base").read_text().split()
+    debpaths = dict(line.split(maxsplit=1) for line in (meta / "debpaths").read_text().splitlines() if line.strip())
+    for package in base:
+        _extract_deb(root / debpaths[package].strip().lstrip("/"), root)
+    for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+        deb.unlink()
+
+
+def _install_site(cache: Path, flavour: str, say: Progress) -> dict[str, Any]:
+    """pip-download the flavour's aarch64 cp311 wheels (with dependencies) and unzip them into
+    one folder inside the rootfs: unpacking is all a wheel install does that matters here."""
+    work = _fresh(cache / "work" / f"wheels-{flavour}")
+    reqs = FLAVOURS[flavour].requirements
+    say(f"site-{flavour}: pip download {' '.join(reqs)} for cp311 aarch64")
+    platform_args = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
+    _cmd([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.11",
+          "--implementation", "cp", "--abi", "cp311", *platform_args, "--dest", work, *reqs],
+         f"pip download {' '.join(reqs)} (aarch64)", "check that PyPI is reachable (pip's index settings apply)")
+    wheels = sorted(work.glob("*.whl"))
+    site = cache / "rootfs" / SITE_ROOT.lstrip("/") / f"site-{flavour}"
+    partial = _fresh(site.with_name(site.name + ".partial"))
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(partial)
+    shutil.rmtree(site, ignore_errors=True)
+    partial.replace(site)
+    return {"wheels": [w.name for w in wheels]}
+
+
+def _smoke_check(cache: Path, spec: _Arch, flavour: str) -> dict[str, Any]:
+    """Import numpy and the runtime under qemu once, so a broken set-up fails in prepare with
+    the emulator's message rather than later as an artifact error."""
+    code = (f"import platform, numpy, {FLAVOURS[flavour].module}; "
+            "print(platform.machine(), platform.python_version(), numpy.__version__)")
+    with tempfile.TemporaryDirectory(prefix="edgekit_emulate_") as home:
+        out = _cmd(_qemu_argv(cache / "qemu" / spec.qemu, cache / "rootfs", ["-c", code]),
+                   f"importing {FLAVOURS[flavour].module} under {spec.qemu}", "delete the cache folder and prepare again",
+                   env=_guest_environ(spec.cpu, flavour, Path(home)), timeout=600)
+    machine, python, numpy_version = (out.split() or ["?"] * 3)[-3:]
+    if machine != "aarch64":
+        raise EmulationError(f"the emulated python reports machine {machine!r}, not aarch64", "delete the cache folder and prepare again")
+    return {"python": python, "numpy": numpy_version}
+
+
+# ----------------------------------------------------------------------------- prepare: helpers
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """One prepare at a time per cache (two test sessions, or the CLI beside the tests)."""
+    import fcntl  # Unix only, like the rest of this module
+
+    with open(cache / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _fresh(path: Path) -> Path:
+    """An empty folder at ``path`` (leftovers of an interrupted step are removed)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _qemu_version(qemu: Path) -> str:
+    """'10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)' from ``qemu-aarch64 --version``."""
+    out = _cmd([qemu, "--version"], f"{qemu} --version", "delete the cache folder and prepare again", timeout=60)
+    first = (out.splitlines() or [""])[0]
+    return first.split(" version ", 1)[-1].strip() or first
+
+
+# ----------------------------------------------------------------------------- guest: the python command and environment
+def _qemu_argv(qemu: Path, rootfs: Path, argv: Sequence[str]) -> list[str]:
+    # -L: the guest's absolute paths resolve in rootfs first, then on the host (bundle, JSON).
+    return [str(qemu), "-L", str(rootfs), str(rootfs / GUEST_PYTHON), *argv]
+
+
+def _guest_environ(cpu: str, flavour: str, home: Path) -> dict[str, str]:
+    """A clean environment: the host's PYTHONPATH/PYTHONHOME/VIRTUAL_ENV point at x86 code."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
+           "PYTHONPATH": f"{SITE_ROOT}/site-{flavour}", "EDGEKIT_EMULATED": "1", "QEMU_CPU": cpu}
+    env.update({key: os.environ[key] for key in PASS_ENV if key in os.environ})
+    return env

@@ -1,0 +1,52 @@
+"""The device runner as ``edgekit bench`` sees it, wherever it ran (here or over SSH).
+
+Its file name in a bundle, what its exit codes mean, reading the JSON report it writes (or its
+one-line reason when it wrote none), and marking the report with where and how it was made.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from edgekit.errors import BenchError
+
+RUNNER = "edgekit_runner.py"
+# The runner exits non-zero when correctness fails or an artifact errors but still writes JSON;
+# these codes mean it wrote none (usage, integrity, runtime missing, or it crashed).
+RUNNER_EXIT = {0: "all artifacts ran and passed", 1: "correctness failed or an artifact errored",
+               2: "bad bundle or usage", 3: "integrity: a file is missing or modified",
+               4: "runtime or delegate not available"}
+
+
+def _parse_report(host: str, code: int, text: str | None, stderr: str) -> dict:
+    """The runner's JSON, or a BenchError quoting the runner's own one-line reason."""
+    if text:
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise BenchError(f"{host}: the runner wrote unreadable JSON ({exc})", "re-run; check the device's free disk space") from None
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if ln.startswith("edgekit-runner:")), lines[-1] if lines else "no output")
+    meaning = RUNNER_EXIT.get(code, "the runner crashed")
+    raise BenchError(f"{host}: the runner failed with exit code {code} ({meaning}): {reason}", _runner_hint(reason))
+
+
+def _runner_hint(reason: str) -> str:
+    if "No module named" in reason or "not available" in reason or "no TFLite runtime" in reason or "no ONNX Runtime" in reason:
+        return "install the missing package on the device (pip install numpy ai-edge-litert onnxruntime)"
+    if "sha256" in reason or "missing from the bundle" in reason or "truncated" in reason:
+        return "rebuild the bundle and run bench again"
+    return "run the runner by hand on the device to see its full output"
+
+
+def _annotate(report: dict, host: str, code: int, wall_s: float, remote_dir: str | None = None) -> dict:
+    """Mark where and how the report was made; ``passed`` needs exit 0 AND every artifact passing."""
+    results = report.get("results") or []
+    report["host"] = host
+    report["exit_code"] = code
+    report["passed"] = code == 0 and bool(results) and all((r.get("correctness") or {}).get("passed") for r in results)
+    report["started_at"] = round(time.time() - wall_s, 3)  # epoch seconds: when this host's run began
+    report["wall_s"] = round(wall_s, 3)
+    if remote_dir is not None:
+        report["remote_dir"] = remote_dir
+    return report
