@@ -81,7 +81,7 @@ def digits_tensors():
     spec = [TensorSpec("input", (1, 1, 8, 8), "float32", "NCHW")]
     cal = load_named("digits", spec)
     x = lambda a: torch.from_numpy(a["input"][:, 0].copy())  # noqa: E731
-    return x(cal.train), torch.from_numpy(cal.train_labels), x(cal.eval), torch.from_numpy(cal.eval_labels)
+    return x(cal.train_samples()), torch.from_numpy(cal.train_labels), x(cal.eval), torch.from_numpy(cal.eval_labels)
 
 
 def fit(model: nn.Module, x, y, epochs: int, weight_decay: float = 0.0) -> nn.Module:

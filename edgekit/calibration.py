@@ -7,6 +7,7 @@ set and applied here, so calibration, verification and the golden inputs all see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,10 +63,17 @@ class CalibrationSet:
     verification: Samples
     eval: Samples | None = None
     eval_labels: np.ndarray | None = None
-    train: Samples | None = None
+    # Samples, or a function making them on first use (see train_samples)
+    train: Samples | Callable[[], Samples | None] | None = None
     train_labels: np.ndarray | None = None
     task: str | None = None
     provenance: dict = field(default_factory=dict)
+
+    def train_samples(self) -> Samples | None:
+        """The ``train`` split; a lazily loaded one is made now, once."""
+        if callable(self.train):
+            object.__setattr__(self, "train", self.train())
+        return self.train  # type: ignore[return-value]
 
 
 def _spatial(spec: TensorSpec) -> tuple[int, int]:
@@ -105,11 +113,18 @@ def load_named(name: str, inputs: list[TensorSpec], tokenize=None) -> Calibratio
 def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], tokenize) -> CalibrationSet:
     """Sentences tokenized by the model's own ``tokenize_text`` hook; ``heldout`` becomes the
     evaluation split (never used for calibration or training), an optional ``train`` split the
-    (unlabelled) training split of compression."""
+    (unlabelled) training split of compression, tokenized only when compression asks for it
+    (the bundled set has about 90,000 train sentences; a plain build never needs them)."""
+    from edgekit.text import read_rows
+
     if tokenize is None:
         raise CalibrationError(f"calibration set {manifest['name']!r} is text, and the model defines no tokenize_text()",
                                "add tokenize_text(sentences) to the model file, or pass token samples as .npz")
-    rows = [json.loads(line) for line in (folder / manifest["file"]).read_text().splitlines() if line.strip()]
+    try:
+        rows = read_rows(folder, manifest)
+    except (OSError, ValueError, KeyError) as exc:  # gzip/json errors are ValueError/OSError subclasses
+        raise CalibrationError(f"text set {folder} is unreadable: {exc}",
+                               "regenerate it with its generator script (see the manifest's provenance)") from None
 
     def split(name: str) -> Samples | None:
         texts = [r["text"] for r in rows if r["split"] == name]
@@ -118,8 +133,10 @@ def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], token
         samples = tokenize(texts)
         return {spec.name: _as_batch(np.asarray(samples[spec.name]), spec, f"{name} tokens") for spec in inputs}
 
+    has_train = any(r["split"] == "train" for r in rows)
     return CalibrationSet(manifest["name"], split("calibration"), split("verification"), split("heldout"),
-                          train=split("train"), task=manifest.get("task"), provenance=manifest.get("provenance", {}))
+                          train=(lambda: split("train")) if has_train else None,
+                          task=manifest.get("task"), provenance=manifest.get("provenance", {}))
 
 
 def _load_manifest_set(folder: Path, inputs: list[TensorSpec], tokenize=None) -> CalibrationSet:

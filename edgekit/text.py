@@ -8,6 +8,7 @@ tokenized set is ``{name: int64 array [N, 1, seq_len]}``.
 from __future__ import annotations
 
 import ast
+import gzip
 import json
 import re
 import sysconfig
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPLITS", "load_sentences", "next_token_agreement", "perplexity", "split_sentences",
+__all__ = ["SPLITS", "load_sentences", "next_token_agreement", "perplexity", "read_rows", "split_sentences",
            "stdlib_docstrings", "tokenize"]
 
 SPLITS = ("calibration", "verification", "heldout", "train")
@@ -74,8 +75,18 @@ def load_sentences(split: str, folder: Path | str | None = None) -> list[str]:
         folder = calibration_dir() / "text"
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    rows = [json.loads(line) for line in (folder / manifest["file"]).read_text().splitlines() if line.strip()]
-    return [row["text"] for row in rows if row["split"] == split]
+    return [row["text"] for row in read_rows(folder, manifest) if row["split"] == split]
+
+
+def read_rows(folder: Path, manifest: dict) -> list[dict]:
+    """The ``{id, split, module, text}`` rows of a text set: ``manifest["file"]`` and then its
+    ``extra_files`` (``.gz`` ones gzip-compressed), in order."""
+    rows = []
+    for name in [manifest["file"], *manifest.get("extra_files", [])]:
+        path = folder / name
+        text = gzip.decompress(path.read_bytes()).decode() if name.endswith(".gz") else path.read_text()
+        rows += [json.loads(line) for line in text.splitlines() if line.strip()]
+    return rows
 
 
 def tokenize(sentences: Sequence[str], tokenizer: Any, seq_len: int, *,

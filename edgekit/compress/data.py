@@ -6,7 +6,7 @@ distillation, QAT) sees the same, seeded, reproducible minibatches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -50,6 +50,8 @@ class TrainData:
             minibatches are cut to their longest real sequence (every ``[N, T]`` input loses
             the columns where all masks are 0). Only for models whose outputs do not change
             (see :func:`padding_trim_is_exact`); ``None`` keeps full-length inputs.
+        on_batch: called after every training step as ``on_batch(epoch, epochs, batch,
+            batches, loss)`` (0-based epoch, 1-based batch): progress for long runs.
     """
 
     x_train: Inputs
@@ -60,6 +62,7 @@ class TrainData:
     batch_size: int = 64
     seed: int = 0
     trim_padding: int | None = None
+    on_batch: Callable[[int, int, int, int, float], None] | None = field(default=None, repr=False, compare=False)
     _resolved_task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +164,12 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# Length bucketing: batches are formed within windows of this many batches of shuffled samples.
+# Wide enough that most batches hold sentences of nearly one length (trimming then removes almost
+# all padding: about 2x faster on the text set), narrow enough that batches stay well mixed.
+BUCKET_WINDOW = 50
+
+
 def iterate_minibatches(
     x: Inputs,
     y: torch.Tensor | None,
@@ -169,15 +178,33 @@ def iterate_minibatches(
     trim_padding: int | None = None,
 ) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
     """One epoch of shuffled minibatches ``(xb, yb)``; ``yb`` is ``None`` without labels.
-    ``xb`` has the form of ``x`` (a tensor, or a tuple of aligned tensors), cut to its longest
-    real sequence when ``trim_padding`` names the attention-mask input."""
-    n = num_samples(x)
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+    ``xb`` has the form of ``x`` (a tensor, or a tuple of aligned tensors). When
+    ``trim_padding`` names the attention-mask input, batches group samples of similar length
+    (:func:`batch_order`) and each is cut to its longest real sequence."""
+    for idx in batch_order(x, batch_size, generator, trim_padding):
         xb = take(x, idx)
         yield (trim_to_mask(xb, trim_padding) if trim_padding is not None else xb), \
             (y[idx] if y is not None else None)
+
+
+def batch_order(x: Inputs, batch_size: int, generator: torch.Generator,
+                mask_index: int | None = None) -> list[torch.Tensor]:
+    """The sample indices of each minibatch of one epoch: a seeded shuffle; with an attention
+    mask, samples are sorted by real length within windows of ``BUCKET_WINDOW`` batches and the
+    batches shuffled again (length bucketing, as in fairseq/Hugging Face ``group_by_length``)."""
+    n = num_samples(x)
+    order = torch.randperm(n, generator=generator)
+    mask = as_tuple(x)[mask_index] if mask_index is not None else None
+    if mask is None or mask.ndim != 2:
+        return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    lengths = mask.ne(0).sum(dim=1)
+    batches = []
+    window = batch_size * BUCKET_WINDOW
+    for s in range(0, n, window):
+        chunk = order[s:s + window]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 def trim_to_mask(x: Inputs, mask_index: int) -> Inputs:

@@ -42,12 +42,13 @@ def fit(
     keep_zeros = _zero_masks(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.Adam(params, lr=lr)
-    total_steps = epochs * -(-num_samples(data.x_train) // data.batch_size)
+    batches_per_epoch = -(-num_samples(data.x_train) // data.batch_size)
+    total_steps = epochs * batches_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / total_steps) if lr_decay else None
     gen = seeded_generator(data.seed)
     history = []
     model.train(train_mode)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         total, batches = 0.0, 0
         for xb, yb in iterate_minibatches(data.x_train, data.y_train, data.batch_size, gen,
                                           data.trim_padding):
@@ -61,6 +62,8 @@ def fit(
             if after_step is not None:
                 after_step()
             total, batches = total + loss.item(), batches + 1
+            if data.on_batch is not None:
+                data.on_batch(epoch, epochs, batches, batches_per_epoch, loss.item())
         history.append(total / max(batches, 1))
     model.eval()
     return history

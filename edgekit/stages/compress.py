@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +100,39 @@ def train_data(ctx: BuildContext):
 
     if "train_data" in ctx.hooks:  # the model file's own data wins over the calibration set
         x_train, y_train, x_eval, y_eval = ctx.hooks["train_data"]()
-        return TrainData(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed)
+        return TrainData(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed,
+                         on_batch=training_progress(ctx.reporter))
     cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
-    if cal.train is not None and cal.train_labels is not None:
-        return TrainData(_inputs(cal.train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
-                         _labels(cal.eval_labels), seed=seed)
+    train = cal.train_samples()
+    if train is not None and cal.train_labels is not None:
+        return TrainData(_inputs(train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
+                         _labels(cal.eval_labels), seed=seed, on_batch=training_progress(ctx.reporter))
     x_train = _inputs(cal.calibration, names)
-    if cal.train is not None:
-        x_train = _concat(_inputs(cal.train, names), x_train)
+    if train is not None:
+        x_train = _concat(_inputs(train, names), x_train)
     x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
-    return TrainData(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx, x_train, names))
+    return TrainData(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx, x_train, names),
+                     on_batch=training_progress(ctx.reporter))
+
+
+def training_progress(reporter, every_s: float = 20.0):
+    """An ``on_batch`` callback printing epoch, batch, loss and time left every ``every_s``
+    seconds: distilling on the large text set runs for tens of minutes."""
+    state = {"start": 0.0, "last": 0.0}
+
+    def on_batch(epoch: int, epochs: int, batch: int, batches: int, loss: float) -> None:
+        now = time.monotonic()
+        if epoch == 0 and batch == 1:  # a new training run (each method fits once)
+            state["start"] = state["last"] = now
+        done = (epoch * batches + batch) / (epochs * batches)
+        if now - state["last"] < every_s:
+            return
+        state["last"] = now
+        left = (now - state["start"]) * (1 - done) / done
+        reporter.info(f"training: epoch {epoch + 1}/{epochs}, batch {batch}/{batches} ({done:.0%}), "
+                      f"loss {loss:.4f}, about {left / 60:.0f} min left")
+
+    return on_batch
 
 
 def _trim_padding(ctx: BuildContext, x_train, names: list[str]) -> int | None:

@@ -43,3 +43,19 @@ def test_minibatches_are_seeded_and_cover_every_sample_once() -> None:
     assert sorted(torch.cat([b[1] for b in first]).tolist()) == list(range(10))
     assert all(torch.equal(xb[:, 0].long(), yb) for xb, yb in first)  # pairs stay aligned
     assert next(iterate_minibatches(x, None, 4, seeded_generator(0)))[1] is None
+
+
+def test_token_batches_group_similar_lengths_and_cover_every_sample_once() -> None:
+    # 960 sequences of real length 1..64 in random order, padded to 64
+    lengths = torch.randint(1, 65, (960,), generator=seeded_generator(0))
+    mask = (torch.arange(64)[None, :] < lengths[:, None]).long()
+    ids = torch.arange(960)[:, None].expand(960, 64) * mask
+    batches = list(iterate_minibatches((ids, mask), None, 32, seeded_generator(1), trim_padding=1))
+    seen = torch.cat([xb[0][:, 0] for xb, _ in batches])
+    assert sorted(seen.tolist()) == list(range(960))
+    # padding left after trimming: bucketed batches vs random batches trimmed the same way
+    padded = sum(xb[1].numel() - int(xb[1].sum()) for xb, _ in batches)
+    plain = sum(int(lengths[idx].max()) * len(idx) - int(lengths[idx].sum())
+                for idx in torch.randperm(960, generator=seeded_generator(2)).split(32))
+    assert padded < 0.1 * plain
+    assert all(torch.equal(xb[1].sum(1), lengths[xb[0][:, 0]]) for xb, _ in batches)  # rows stay aligned

@@ -1,7 +1,9 @@
 """edgekit.text: tokenization, LM metrics and the bundled ``text`` calibration set."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 
@@ -74,14 +76,32 @@ def test_text_set_splits_are_disjoint_varied_and_small():
     manifest = json.loads((folder / "manifest.json").read_text())
     sentences = {split: load_sentences(split) for split in SPLITS}
     assert {k: len(v) for k, v in sentences.items()} == manifest["splits"]
+    assert len(sentences["train"]) >= 50_000  # distilling an encoder needs tens of thousands
     every = [s for split in SPLITS for s in sentences[split]]
-    assert len(every) >= 400
     assert len({s.lower() for s in every}) == len(every)  # deduplicated, so splits are disjoint
     assert all(8 <= len(s.split()) <= 40 for s in every)
     assert (folder / manifest["file"]).stat().st_size < 200_000
+    assert sum((folder / f).stat().st_size for f in manifest["extra_files"]) < 4_000_000
     assert manifest["provenance"]["generator"] == "calibration_data/text/build_text_set.py"
     with pytest.raises(ValueError, match="unknown split"):
         load_sentences("test")
+
+
+def test_train_sentences_share_no_six_word_run_with_evaluation_sentences():
+    def runs(sentence: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"[a-z0-9]+", sentence.lower())
+        return {tuple(words[i:i + 6]) for i in range(len(words) - 5)}
+
+    evaluated = set().union(*(runs(s) for split in ("heldout", "verification") for s in load_sentences(split)))
+    assert len(evaluated) > 1000
+    assert not [s for s in load_sentences("train") if runs(s) & evaluated]
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @pytest.mark.slow
@@ -89,5 +109,13 @@ def test_text_set_regenerates_byte_identically(tmp_path):
     folder = calibration_dir() / "text"
     subprocess.run([sys.executable, str(folder / "build_text_set.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
-    for name in ("sentences.jsonl", "manifest.json"):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    # sentences.jsonl depends on the Python version only; the train file also on the installed
+    # packages the manifest names, which the project's install pins to the same releases here
+    assert (tmp_path / "sentences.jsonl").read_bytes() == (folder / "sentences.jsonl").read_bytes()
+    expected = manifest["provenance"]["packages"]
+    changed = sorted(d for d, v in expected.items() if _version(d) != v)
+    if changed:
+        pytest.skip(f"train file not comparable: installed versions of {', '.join(changed)} differ from the manifest's")
+    for name in ("manifest.json", *manifest["extra_files"]):
         assert (tmp_path / name).read_bytes() == (folder / name).read_bytes()
