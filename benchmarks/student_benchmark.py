@@ -4,7 +4,7 @@ student's held-out embedding cosine to the teacher's fp32 PyTorch embeddings.
 
     .venv/bin/python benchmarks/student_benchmark.py [--teacher DIR --student DIR]
 
-Without bundle folders both are built first (the student's distillation takes a few minutes).
+Without bundle folders both are built first (the student's distillation: about 25 minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from edgekit import BuildOptions, build
 from edgekit.hostrun import ORTSession, TFLiteSession
 from edgekit.tensors import TensorSpec
 
-RECIPE = ("distill=epochs=3,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
-          "output_loss=cosine,lr=0.0005,batch_size=16,dropout=false,lr_decay=true")
+RECIPE = ("distill=epochs=2,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
+          "output_loss=cosine,lr=0.001,batch_size=32,dropout=false,lr_decay=true")
 ARTIFACTS = ("model_fp32.onnx", "model_int8_dynamic.onnx", "model_fp32.tflite", "model_int8_dynamic.tflite")
 
 
@@ -82,7 +82,8 @@ def main() -> None:
     lines += [f"| {f} | {r['teacher']:.2f} | {r['student']:.2f} | {r['ratio']:.2f}x |" for f, r in result["latency_ms"].items()]
     cos = result["student_heldout_cosine_to_teacher"]
     lines.append(f"\nStudent embeddings vs teacher (fp32 PyTorch), {cos['sentences']} held-out sentences: "
-                 f"mean cosine {cos['mean']:.4f}, min {cos['min']:.4f} (issue #5 asks >= 0.93: not met).")
+                 f"mean cosine {cos['mean']:.4f}, min {cos['min']:.4f} (issue #5 asks >= 0.93: "
+                 f"{'met' if cos['mean'] >= 0.93 else 'not met'}).")
     text = "# MiniLM 3-layer student vs 6-layer teacher (rpi4 bundles, host, 2 threads)\n\n" + "\n".join(lines) + "\n"
     (args.out / "student_benchmark.md").write_text(text)
     print(text)

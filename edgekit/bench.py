@@ -17,8 +17,8 @@ from pathlib import Path
 
 from edgekit.errors import BenchError
 from edgekit.report import table
-from edgekit.runner_report import RUNNER, _annotate, _parse_report
-from edgekit.ssh import SshOptions, _check_ssh_files, parse_host, run_remote
+from edgekit.runner_report import RUNNER, annotate, parse_report
+from edgekit.ssh import SshOptions, check_ssh_files, parse_host, run_remote
 
 LOCAL = "local"
 
@@ -43,7 +43,7 @@ def bench(bundle: Path, *, hosts: Sequence[str] = (), runner_args: Sequence[str]
     args = _check_runner_args(runner_args)
     if not hosts:
         return [run_local(bundle, args, timeout=timeout)]
-    options = _check_ssh_files(SshOptions(identity=identity, known_hosts=known_hosts))
+    options = check_ssh_files(SshOptions(identity=identity, known_hosts=known_hosts))
     for host in hosts:
         parse_host(host)  # a typo fails before any connection is made
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
@@ -109,7 +109,7 @@ def run_local(bundle: Path, runner_args: Sequence[str], *, timeout: float = 1800
             raise BenchError(f"local: the runner did not finish within {timeout:.0f} s",
                              "raise --timeout, or lower --runs / --max-seconds") from None
         text = out.read_text() if out.is_file() else None
-    return _annotate(_parse_report(LOCAL, proc.returncode, text, proc.stderr), LOCAL, proc.returncode,
+    return annotate(parse_report(LOCAL, proc.returncode, text, proc.stderr), LOCAL, proc.returncode,
                      time.perf_counter() - start)
 
 

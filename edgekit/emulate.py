@@ -47,16 +47,16 @@ from edgekit.emulate_env import (
     GUEST_PYTHON,
     SUITE,
     Progress,
-    _build_rootfs,
-    _fetch_qemu,
-    _guest_environ,
-    _locked,
-    _prepare_flavour,
-    _qemu_argv,
-    _step,
+    build_rootfs,
+    cached_step,
+    fetch_qemu,
+    guest_environ,
+    locked,
+    prepare_flavour,
+    qemu_argv,
 )
 from edgekit.emulate_env import Flavour as Flavour  # re-exported: part of this module's API
-from edgekit.emulate_tools import QEMU_SUITE, _check_host
+from edgekit.emulate_tools import QEMU_SUITE, check_host
 from edgekit.errors import EmulationError
 
 DEFAULT_FLAVOUR = {"tflite": "litert", "onnx": "onnxruntime", "ort": "onnxruntime"}
@@ -87,11 +87,11 @@ class EmulationEnv:
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``python3.11 argv...`` under qemu."""
-        return _qemu_argv(self.qemu, self.rootfs, argv)
+        return qemu_argv(self.qemu, self.rootfs, argv)
 
     def environ(self, flavour: str, home: Path) -> dict[str, str]:
         """The guest's environment with ``flavour``'s wheels on PYTHONPATH."""
-        return _guest_environ(self.cpu, flavour, home)
+        return guest_environ(self.cpu, flavour, home)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -115,12 +115,12 @@ def prepare(arch: str = "aarch64", *, cache_dir: Path | None = None, runtime: st
     spec, flavours = ARCHES[name], _flavour_names(runtime)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
     say = progress or _stderr_progress
-    _check_host()
+    check_host()
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache):
-        qemu = _step(cache, "qemu", {"suite": QEMU_SUITE, "binary": spec.qemu}, say, lambda: _fetch_qemu(cache, spec, say))
-        rootfs = _step(cache, "rootfs", {"suite": SUITE, "arch": spec.debian}, say, lambda: _build_rootfs(cache, spec, say))
-        checks = [_prepare_flavour(cache, spec, flavour, qemu, rootfs, say) for flavour in flavours]
+    with locked(cache):
+        qemu = cached_step(cache, "qemu", {"suite": QEMU_SUITE, "binary": spec.qemu}, say, lambda: fetch_qemu(cache, spec, say))
+        rootfs = cached_step(cache, "rootfs", {"suite": SUITE, "arch": spec.debian}, say, lambda: build_rootfs(cache, spec, say))
+        checks = [prepare_flavour(cache, spec, flavour, qemu, rootfs, say) for flavour in flavours]
         shutil.rmtree(cache / "work", ignore_errors=True)  # apt lists, debs, wheels: unpacked now
     return EmulationEnv(arch=name, cache_dir=cache, qemu=cache / "qemu" / spec.qemu, qemu_version=qemu["version"],
                         cpu=spec.cpu, rootfs=cache / "rootfs", python_version=checks[0]["python"], flavours=flavours)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.emulate_tools import QEMU_PACKAGE, QEMU_SUITE, _cmd, _debian_mirror, _extract_deb, _need_tools, _private_apt
+from edgekit.emulate_tools import QEMU_PACKAGE, QEMU_SUITE, debian_mirror, extract_deb, need_tools, private_apt, run_checked
 from edgekit.errors import EmulationError
 
 Progress = Callable[[str], None]
@@ -62,7 +62,7 @@ PASS_ENV = ("TF_CPP_MIN_LOG_LEVEL", "OMP_NUM_THREADS")
 
 
 # ----------------------------------------------------------------------------- prepare: steps
-def _step(cache: Path, name: str, key: dict[str, Any], say: Progress, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def cached_step(cache: Path, name: str, key: dict[str, Any], say: Progress, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``build`` unless a marker with the same ``key`` says it finished; return its info.
 
     The marker is written last, so a step that was interrupted runs again from its start."""
@@ -82,50 +82,50 @@ def _step(cache: Path, name: str, key: dict[str, Any], say: Progress, build: Cal
     return info
 
 
-def _prepare_flavour(cache: Path, spec: _Arch, flavour: str, qemu: dict, rootfs: dict, say: Progress) -> dict[str, Any]:
+def prepare_flavour(cache: Path, spec: _Arch, flavour: str, qemu: dict, rootfs: dict, say: Progress) -> dict[str, Any]:
     """Wheels, then a smoke import under qemu. Keys chain on the rootfs build (the wheels live
     inside it) and on the qemu version (the check ran under it)."""
     site_key = {"requirements": list(FLAVOURS[flavour].requirements), "platforms": list(PLATFORMS), "rootfs": rootfs["built"]}
-    site = _step(cache, f"site-{flavour}", site_key, say, lambda: _install_site(cache, flavour, say))
+    site = cached_step(cache, f"site-{flavour}", site_key, say, lambda: _install_site(cache, flavour, say))
     check_key = {"site": site["wheels"], "qemu": qemu["version"]}
-    return _step(cache, f"check-{flavour}", check_key, say, lambda: _smoke_check(cache, spec, flavour))
+    return cached_step(cache, f"check-{flavour}", check_key, say, lambda: _smoke_check(cache, spec, flavour))
 
 
-def _fetch_qemu(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
+def fetch_qemu(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
     """Download trixie's qemu-user deb through a private apt configuration (host apt state is
     untouched) and keep only the one static emulator binary (16 MB of the 465 MB package)."""
-    _need_tools("apt-get", "dpkg-deb", "tar")
+    need_tools("apt-get", "dpkg-deb", "tar")
     work = _fresh(cache / "work" / "qemu")
-    mirror = _debian_mirror()
+    mirror = debian_mirror()
     say(f"qemu: {QEMU_PACKAGE} from {mirror} {QEMU_SUITE} (~70 MB download)")
-    apt = _private_apt(work, mirror)
+    apt = private_apt(work, mirror)
     hint = f"check that {mirror} is reachable, or set EDGEKIT_DEBIAN_MIRROR to a Debian mirror"
-    _cmd([*apt, "update"], f"apt-get update ({QEMU_SUITE} package lists)", hint)
-    _cmd([*apt, "download", QEMU_PACKAGE], f"apt-get download {QEMU_PACKAGE}", hint, cwd=work)
+    run_checked([*apt, "update"], f"apt-get update ({QEMU_SUITE} package lists)", hint)
+    run_checked([*apt, "download", QEMU_PACKAGE], f"apt-get download {QEMU_PACKAGE}", hint, cwd=work)
     debs = sorted(work.glob(f"{QEMU_PACKAGE}_*.deb"))
     if not debs:
         raise EmulationError(f"apt-get download {QEMU_PACKAGE} left no .deb in {work}", hint)
     unpacked = _fresh(work / "unpacked")
-    _extract_deb(debs[0], unpacked, f"./usr/bin/{spec.qemu}")
+    extract_deb(debs[0], unpacked, f"./usr/bin/{spec.qemu}")
     target = cache / "qemu" / spec.qemu
     target.parent.mkdir(parents=True, exist_ok=True)
     (unpacked / "usr" / "bin" / spec.qemu).replace(target)
     return {"version": _qemu_version(target), "deb": debs[0].name}
 
 
-def _build_rootfs(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
+def build_rootfs(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:
     """debootstrap's first stage into a scratch folder, unpack the base (python3) packages,
     then move it into place: a half-built rootfs never looks finished."""
-    _need_tools("debootstrap", "wget", "dpkg-deb", "tar")
+    need_tools("debootstrap", "wget", "dpkg-deb", "tar")
     if os.geteuid() != 0:
         raise EmulationError("building the emulated rootfs needs root (debootstrap creates root-owned files and device nodes)",
                              "run the first `edgekit bench --emulate` (or edgekit.emulate.prepare()) as root; "
                              "later runs reuse the cache without root")
     partial, final = _fresh(cache / "rootfs.partial"), cache / "rootfs"
     shutil.rmtree(final, ignore_errors=True)
-    mirror = _debian_mirror()
+    mirror = debian_mirror()
     say(f"rootfs: debootstrap --foreign {SUITE} {spec.debian} with python3 from {mirror} (~40 MB download)")
-    _cmd(["debootstrap", "--foreign", f"--arch={spec.debian}", "--variant=minbase", "--include=python3", SUITE, partial, mirror],
+    run_checked(["debootstrap", "--foreign", f"--arch={spec.debian}", "--variant=minbase", "--include=python3", SUITE, partial, mirror],
          "debootstrap", f"see {partial}/debootstrap/debootstrap.log; check that {mirror} is reachable")
     _unpack_base(partial)
     if not (partial / GUEST_PYTHON).is_file() or not (partial / "lib").is_symlink():
@@ -141,7 +141,7 @@ def _unpack_base(root: Path) -> None:
     base = (meta / "base").read_text().split()
     debpaths = dict(line.split(maxsplit=1) for line in (meta / "debpaths").read_text().splitlines() if line.strip())
     for package in base:
-        _extract_deb(root / debpaths[package].strip().lstrip("/"), root)
+        extract_deb(root / debpaths[package].strip().lstrip("/"), root)
     for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         deb.unlink()
 
@@ -153,7 +153,7 @@ def _install_site(cache: Path, flavour: str, say: Progress) -> dict[str, Any]:
     reqs = FLAVOURS[flavour].requirements
     say(f"site-{flavour}: pip download {' '.join(reqs)} for cp311 aarch64")
     platform_args = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
-    _cmd([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.11",
+    run_checked([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.11",
           "--implementation", "cp", "--abi", "cp311", *platform_args, "--dest", work, *reqs],
          f"pip download {' '.join(reqs)} (aarch64)", "check that PyPI is reachable (pip's index settings apply)")
     wheels = sorted(work.glob("*.whl"))
@@ -173,9 +173,9 @@ def _smoke_check(cache: Path, spec: _Arch, flavour: str) -> dict[str, Any]:
     code = (f"import platform, numpy, {FLAVOURS[flavour].module}; "
             "print(platform.machine(), platform.python_version(), numpy.__version__)")
     with tempfile.TemporaryDirectory(prefix="edgekit_emulate_") as home:
-        out = _cmd(_qemu_argv(cache / "qemu" / spec.qemu, cache / "rootfs", ["-c", code]),
+        out = run_checked(qemu_argv(cache / "qemu" / spec.qemu, cache / "rootfs", ["-c", code]),
                    f"importing {FLAVOURS[flavour].module} under {spec.qemu}", "delete the cache folder and prepare again",
-                   env=_guest_environ(spec.cpu, flavour, Path(home)), timeout=600)
+                   env=guest_environ(spec.cpu, flavour, Path(home)), timeout=600)
     machine, python, numpy_version = (out.split() or ["?"] * 3)[-3:]
     if machine != "aarch64":
         raise EmulationError(f"the emulated python reports machine {machine!r}, not aarch64", "delete the cache folder and prepare again")
@@ -184,7 +184,7 @@ def _smoke_check(cache: Path, spec: _Arch, flavour: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- prepare: helpers
 @contextlib.contextmanager
-def _locked(cache: Path) -> Iterator[None]:
+def locked(cache: Path) -> Iterator[None]:
     """One prepare at a time per cache (two test sessions, or the CLI beside the tests)."""
     import fcntl  # Unix only, like the rest of this module
 
@@ -202,18 +202,18 @@ def _fresh(path: Path) -> Path:
 
 def _qemu_version(qemu: Path) -> str:
     """'10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)' from ``qemu-aarch64 --version``."""
-    out = _cmd([qemu, "--version"], f"{qemu} --version", "delete the cache folder and prepare again", timeout=60)
+    out = run_checked([qemu, "--version"], f"{qemu} --version", "delete the cache folder and prepare again", timeout=60)
     first = (out.splitlines() or [""])[0]
     return first.split(" version ", 1)[-1].strip() or first
 
 
 # ----------------------------------------------------------------------------- guest: the python command and environment
-def _qemu_argv(qemu: Path, rootfs: Path, argv: Sequence[str]) -> list[str]:
+def qemu_argv(qemu: Path, rootfs: Path, argv: Sequence[str]) -> list[str]:
     # -L: the guest's absolute paths resolve in rootfs first, then on the host (bundle, JSON).
     return [str(qemu), "-L", str(rootfs), str(rootfs / GUEST_PYTHON), *argv]
 
 
-def _guest_environ(cpu: str, flavour: str, home: Path) -> dict[str, str]:
+def guest_environ(cpu: str, flavour: str, home: Path) -> dict[str, str]:
     """A clean environment: the host's PYTHONPATH/PYTHONHOME/VIRTUAL_ENV point at x86 code."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
            "PYTHONPATH": f"{SITE_ROOT}/site-{flavour}", "EDGEKIT_EMULATED": "1", "QEMU_CPU": cpu}

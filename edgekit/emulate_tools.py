@@ -24,12 +24,12 @@ TOOL_PACKAGES = {"debootstrap": "debootstrap", "wget": "wget", "dpkg-deb": "dpkg
 
 
 # ----------------------------------------------------------------------------- host and tools
-def _check_host() -> None:
+def check_host() -> None:
     if not sys.platform.startswith("linux"):
         raise EmulationError("qemu user-mode emulation needs a Linux host", "run edgekit bench --emulate on Linux (or in a Linux VM)")
 
 
-def _need_tools(*tools: str) -> None:
+def need_tools(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         packages = " ".join(sorted({TOOL_PACKAGES.get(t, t) for t in missing}))
@@ -37,7 +37,7 @@ def _need_tools(*tools: str) -> None:
                              f"apt-get install {packages}")
 
 
-def _cmd(argv: Sequence[Any], what: str, hint: str, *, cwd: Path | None = None, env: dict[str, str] | None = None,
+def run_checked(argv: Sequence[Any], what: str, hint: str, *, cwd: Path | None = None, env: dict[str, str] | None = None,
          timeout: float | None = 3600) -> str:
     """Run a tool quietly; on failure raise EmulationError with the last lines of its output."""
     try:
@@ -54,7 +54,7 @@ def _cmd(argv: Sequence[Any], what: str, hint: str, *, cwd: Path | None = None, 
 
 
 # ----------------------------------------------------------------------------- Debian packages
-def _extract_deb(deb: Path, dest: Path, *members: str) -> None:
+def extract_deb(deb: Path, dest: Path, *members: str) -> None:
     """Unpack a deb's files into ``dest`` like ``dpkg -x``, but keeping directory symlinks:
     bookworm is merged-/usr (/lib -> usr/lib) while some packages still ship files in /lib,
     and plain ``dpkg -x`` replaces the symlink by a directory, after which the guest's
@@ -68,7 +68,7 @@ def _extract_deb(deb: Path, dest: Path, *members: str) -> None:
         raise EmulationError(f"unpacking {deb.name} failed: {(deb_err + tar.stderr).strip()[-300:]}", "delete the cache folder and retry")
 
 
-def _private_apt(work: Path, mirror: str) -> list[str]:
+def private_apt(work: Path, mirror: str) -> list[str]:
     """apt-get argv whose sources, lists, status and archives all live in ``work``: trixie is
     only read from, never added to the host's sources or installed system-wide."""
     for sub in ("lists/partial", "archives/partial", "parts"):
@@ -85,7 +85,7 @@ def _private_apt(work: Path, mirror: str) -> list[str]:
     return ["apt-get", "-q", *[arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]]
 
 
-def _debian_mirror() -> str:
+def debian_mirror() -> str:
     """``$EDGEKIT_DEBIAN_MIRROR``, else the host's own Debian mirror, else deb.debian.org."""
     if os.environ.get("EDGEKIT_DEBIAN_MIRROR"):
         return os.environ["EDGEKIT_DEBIAN_MIRROR"].rstrip("/")

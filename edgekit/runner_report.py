@@ -18,7 +18,7 @@ RUNNER_EXIT = {0: "all artifacts ran and passed", 1: "correctness failed or an a
                4: "runtime or delegate not available"}
 
 
-def _parse_report(host: str, code: int, text: str | None, stderr: str) -> dict:
+def parse_report(host: str, code: int, text: str | None, stderr: str) -> dict:
     """The runner's JSON, or a BenchError quoting the runner's own one-line reason."""
     if text:
         try:
@@ -39,7 +39,7 @@ def _runner_hint(reason: str) -> str:
     return "run the runner by hand on the device to see its full output"
 
 
-def _annotate(report: dict, host: str, code: int, wall_s: float, remote_dir: str | None = None) -> dict:
+def annotate(report: dict, host: str, code: int, wall_s: float, remote_dir: str | None = None) -> dict:
     """Mark where and how the report was made; ``passed`` needs exit 0 AND every artifact passing."""
     results = report.get("results") or []
     report["host"] = host

