@@ -22,7 +22,7 @@ from torch import nn
 
 from edgekit.compress.data import Inputs, Task, TrainData, call, take
 from edgekit.compress.errors import RecipeError
-from edgekit.compress.metrics import first_tensor, output_cosine
+from edgekit.compress.metrics import first_tensor, output_cosine, run_with_hooks
 from edgekit.compress.training import LossFn, fit, soft_target_loss, task_loss
 
 
@@ -319,13 +319,7 @@ def _droppable_blocks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
 
     containers = {n: m for n, m in model.named_modules()
                   if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) >= 2}
-    handles = [c.register_forward_hook(hook, with_kwargs=True) for m in containers.values() for c in m]
-    try:
-        with torch.no_grad():
-            model.eval()(*example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, [c for m in containers.values() for c in m], hook, example_inputs, with_kwargs=True)
     return {n: [i for i, c in enumerate(m) if seen.get(c) == [True]] for n, m in containers.items()}
 
 

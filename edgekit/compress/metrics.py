@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -87,21 +88,25 @@ def _count_macs_hooks(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
             if isinstance(module, nn.modules.conv._ConvNd) else module.in_features
         total += out.numel() // out.shape[0] * per_out
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    try:
-        _run(model, example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))],
+                   hook, example_inputs)
     return int(total)
 
 
-def _run(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+def run_with_hooks(model: nn.Module, modules: Iterable[nn.Module], hook: Callable[..., None],
+                   example_inputs: tuple[torch.Tensor, ...], *, with_kwargs: bool = False) -> None:
+    """Run ``model`` once (eval mode, no grad) with ``hook`` as a forward hook on each of
+    ``modules``: how the compression methods probe a graph (MACs, layer order, block shapes).
+    The hooks are removed and the train/eval mode restored even when the model raises."""
     was_training = model.training
-    with torch.no_grad():
-        model.eval()(*inputs)
-    model.train(was_training)
+    handles = [m.register_forward_hook(hook, with_kwargs=with_kwargs) for m in modules]
+    try:
+        with torch.no_grad():
+            model.eval()(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
 
 
 def _prod(values: tuple[int, ...]) -> int:

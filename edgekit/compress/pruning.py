@@ -25,7 +25,7 @@ from torch.nn.utils import prune
 
 from edgekit.compress.data import TrainData
 from edgekit.compress.errors import RecipeError, require
-from edgekit.compress.metrics import count_macs, count_params, sparsity_report
+from edgekit.compress.metrics import count_macs, count_params, run_with_hooks, sparsity_report
 from edgekit.compress.training import LossFn, fit, supervised_loss, teacher_loss
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
@@ -249,14 +249,8 @@ def output_layer(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> 
     """The last Conv/Linear run in a forward pass: the layer whose output width is the
     model's output size (the classifier), which pruning must therefore keep whole."""
     order: list[nn.Module] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
-               for m in model.modules() if isinstance(m, _PRUNABLE)]
-    try:
-        with torch.no_grad():
-            model.eval()(*example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, [m for m in model.modules() if isinstance(m, _PRUNABLE)],
+                   lambda mod, _i, _o: order.append(mod), example_inputs)
     if not order:
         raise RecipeError("prune needs nn.Conv*/nn.Linear layers; this model runs none")
     return order[-1]

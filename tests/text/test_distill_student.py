@@ -3,7 +3,6 @@ of tests/text/tiny_models.py (fast), and all-MiniLM-L6-v2 to 3 layers (slow, the
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +15,9 @@ from edgekit.compress.metrics import output_cosine
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from tiny_models import TinyEncoder, token_samples  # noqa: E402
+from tiny_models import TinyEncoder, model_file_source, token_samples  # noqa: E402
 
-MODEL_FILE = textwrap.dedent(f'''
-    import sys
-    import torch
-    from torch import nn
-    sys.path.insert(0, {str(HERE)!r})
-    from tiny_models import TinyEncoder, TinyLayer, hash_tokenize
-
-    INPUT_NAMES = ["input_ids", "attention_mask"]
-    OUTPUT_NAMES = ["embedding"]
-    CALIBRATION = "text"
-    TASK = "embedding"
-
-    tokenize_text = hash_tokenize
-
-    def factory():
-        model = TinyEncoder()
-        torch.manual_seed(1)
-        model.layers = nn.ModuleList(TinyLayer() for _ in range(4))  # 4 layers: a student keeps 2
-        sample = tokenize_text(["a short sentence to trace the graph with"])
-        return model.eval(), (torch.from_numpy(sample["input_ids"][0]), torch.from_numpy(sample["attention_mask"][0]))
-''')
+MODEL_FILE = model_file_source(4)
 
 
 @pytest.fixture(scope="module")

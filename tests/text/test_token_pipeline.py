@@ -6,31 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
+from .tiny_models import model_file_source
 
-MODEL_FILE = textwrap.dedent(f'''
-    import sys
-    import torch
-    sys.path.insert(0, {str(HERE)!r})
-    from tiny_models import TinyEncoder, hash_tokenize
-
-    INPUT_NAMES = ["input_ids", "attention_mask"]
-    OUTPUT_NAMES = ["embedding"]
-    CALIBRATION = "text"
-    TASK = "embedding"
-
-    tokenize_text = hash_tokenize
-
-    def factory():
-        sample = tokenize_text(["a short sentence to trace the graph with"])
-        return TinyEncoder().eval(), (torch.from_numpy(sample["input_ids"][0]), torch.from_numpy(sample["attention_mask"][0]))
-''')
+MODEL_FILE = model_file_source()
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,3 +104,34 @@ def hash_tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
         words = [1 + zlib.crc32(w.lower().encode()) % (VOCAB - 1) for w in text.split()][:SEQ]
         ids[row, 0, :len(words)] = words
     return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)}
+
+
+
+_MODEL_FILE = """\
+import sys
+import torch
+from torch import nn
+sys.path.insert(0, {here!r})
+from tiny_models import TinyEncoder, TinyLayer, hash_tokenize
+
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAMES = ["embedding"]
+CALIBRATION = "text"
+TASK = "embedding"
+
+tokenize_text = hash_tokenize
+
+def factory():
+    model = TinyEncoder()
+{swap}    sample = tokenize_text(["a short sentence to trace the graph with"])
+    return model.eval(), (torch.from_numpy(sample["input_ids"][0]), torch.from_numpy(sample["attention_mask"][0]))
+"""
+
+
+def model_file_source(layers: int | None = None) -> str:
+    """A user model file (``path.py:factory``) serving a :class:`TinyEncoder` on the text set,
+    tokenized by :func:`hash_tokenize`; ``layers`` replaces its blocks with that many seeded ones
+    (a depth student then has blocks to drop)."""
+    swap = "" if layers is None else \
+        f"    torch.manual_seed(1)\n    model.layers = nn.ModuleList(TinyLayer() for _ in range({layers}))\n"
+    return _MODEL_FILE.format(here=str(Path(__file__).resolve().parent), swap=swap)
