@@ -166,7 +166,8 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 # Length bucketing: batches are formed within windows of this many batches of shuffled samples.
 # Wide enough that most batches hold sentences of nearly one length (trimming then removes almost
-# all padding: about 2x faster on the text set), narrow enough that batches stay well mixed.
+# all padding: the text set's sentences average 21 real tokens of 64), narrow enough that
+# batches stay well mixed.
 BUCKET_WINDOW = 50
 
 
