@@ -168,8 +168,9 @@ def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
 def manifest(rows: list[dict], candidates: int, extra: list[dict]) -> dict:
     return {
         "name": "text",
-        "description": ("English sentences (8-40 words) from the docstrings of the Python standard library, "
-                        "for calibrating and checking text models (token inputs). 'calibration' feeds quantization, "
+        "description": ("English sentences (8-40 words) from docstrings: the Python standard library's for "
+                        "calibrating and checking text models (token inputs), also installed packages' for 'train'. "
+                        "'calibration' feeds quantization, "
                         "'verification' compares artifacts with the reference, 'heldout' is only for evaluation, "
                         "'train' is extra unlabelled training input for compression (distillation)."),
         "file": "sentences.jsonl",
@@ -179,7 +180,8 @@ def manifest(rows: list[dict], candidates: int, extra: list[dict]) -> dict:
         "task": "embedding",
         "splits": {split: sum(r["split"] == split for r in rows + extra) for split in (*SPLIT_SIZES, REST_SPLIT)},
         "provenance": {
-            "source": "docstrings of the Python standard library (module, class and function), parsed with ast",
+            "source": ("docstrings (module, class and function), parsed with ast: the Python standard library's; "
+                       "for the train file also those of the installed packages listed below"),
             "python": platform.python_version(),
             "generator": SCRIPT,
             "method": (f"edgekit.text.split_sentences on each docstring; kept plain ASCII prose of {MIN_WORDS}-{MAX_WORDS} "

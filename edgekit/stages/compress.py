@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.context import BuildContext
+from edgekit.context import BuildContext, Reporter
 from edgekit.errors import UnsupportedError
 from edgekit.options import BuildOptions
 from edgekit.stages.base import Stage
@@ -115,7 +116,7 @@ def train_data(ctx: BuildContext):
                      on_batch=training_progress(ctx.reporter))
 
 
-def training_progress(reporter, every_s: float = 20.0):
+def training_progress(reporter: Reporter, every_s: float = 20.0) -> Callable[[int, int, int, int, float], None]:
     """An ``on_batch`` callback printing epoch, batch, loss and time left every ``every_s``
     seconds: distilling on the large text set runs for tens of minutes."""
     state = {"start": 0.0, "last": 0.0}
