@@ -58,9 +58,9 @@ from edgekit.emulate_env import (
 from edgekit.emulate_env import Flavour as Flavour  # re-exported: part of this module's API
 from edgekit.emulate_tools import QEMU_SUITE, check_host
 from edgekit.errors import EmulationError
+from edgekit.runner_report import RUNNER
 
 DEFAULT_FLAVOUR = {"tflite": "litert", "onnx": "onnxruntime", "ort": "onnxruntime"}
-RUNNER = "edgekit_runner.py"
 # A few timed runs prove the loop works; more only costs minutes of meaningless emulated timing.
 # Caller's runner_args come after these, and argparse keeps the last value.
 EMULATED_RUNNER_ARGS = ("--runs", "3", "--warmup", "1", "--min-seconds", "0")

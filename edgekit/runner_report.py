@@ -10,12 +10,16 @@ import time
 
 from edgekit.errors import BenchError
 
+# The runner's own exit codes (it imports only numpy, so edgekit may import it; the runner never
+# imports edgekit back).
+from edgekit.runner.edgekit_runner import EXIT_FAILED, EXIT_INTEGRITY, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+
 RUNNER = "edgekit_runner.py"
 # The runner exits non-zero when correctness fails or an artifact errors but still writes JSON;
 # these codes mean it wrote none (usage, integrity, runtime missing, or it crashed).
-RUNNER_EXIT = {0: "all artifacts ran and passed", 1: "correctness failed or an artifact errored",
-               2: "bad bundle or usage", 3: "integrity: a file is missing or modified",
-               4: "runtime or delegate not available"}
+RUNNER_EXIT = {EXIT_OK: "all artifacts ran and passed", EXIT_FAILED: "correctness failed or an artifact errored",
+               EXIT_USAGE: "bad bundle or usage", EXIT_INTEGRITY: "integrity: a file is missing or modified",
+               EXIT_RUNTIME: "runtime or delegate not available"}
 
 
 def parse_report(host: str, code: int, text: str | None, stderr: str) -> dict:

@@ -99,21 +99,21 @@ def train_data(ctx: BuildContext):
     """
     from edgekit.compress import TrainData
 
+    progress = training_progress(ctx.reporter)
     if "train_data" in ctx.hooks:  # the model file's own data wins over the calibration set
         x_train, y_train, x_eval, y_eval = ctx.hooks["train_data"]()
-        return TrainData(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed,
-                         on_batch=training_progress(ctx.reporter))
+        return TrainData(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed, on_batch=progress)
     cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
     train = cal.train_samples()
     if train is not None and cal.train_labels is not None:
         return TrainData(_inputs(train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
-                         _labels(cal.eval_labels), seed=seed, on_batch=training_progress(ctx.reporter))
+                         _labels(cal.eval_labels), seed=seed, on_batch=progress)
     x_train = _inputs(cal.calibration, names)
     if train is not None:
         x_train = _concat(_inputs(train, names), x_train)
     x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
     return TrainData(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx, x_train, names),
-                     on_batch=training_progress(ctx.reporter))
+                     on_batch=progress)
 
 
 def training_progress(reporter: Reporter, every_s: float = 20.0) -> Callable[[int, int, int, int, float], None]:
