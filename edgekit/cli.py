@@ -36,8 +36,17 @@ def _run(debug: bool, func, *args, **kwargs):
         sys.exit(exc.exit_code)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from edgekit.doctor import version_text
+
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group()
-@click.version_option(package_name="edgekit")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show edgekit's version and the installed stack (torch, onnx, onnxruntime, TensorFlow, ...).")
 def main() -> None:
     """edgekit: from a PyTorch model to verified edge bundles (TFLite, ONNX Runtime mobile)."""
 
@@ -214,6 +223,23 @@ def compare_cmd(reports, per_artifact, plot_png, as_json, debug) -> None:
         click.echo(json.dumps({**data, "rows": rows}, indent=2))
     else:
         click.echo(render_compare(data))
+
+
+
+@main.command()
+@click.option("--lock", type=click.Path(path_type=Path), help="Lock to compare with [default: constraints.txt of the checkout or install].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def doctor(lock, as_json, debug) -> None:
+    """Compare the installed packages with the lock; show the CPU's int8 features and the tests' system tools.
+
+    Exit 0 when every locked package is installed at its locked version, 1 when one is not.
+    """
+    from edgekit.doctor import diagnose, render
+
+    report = _run(debug, diagnose, lock)
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    sys.exit(0 if report["matches_lock"] else 1)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,7 @@ class BenchError(EdgekitError):
 
 class EmulationError(EdgekitError):
     """The emulated (qemu user-mode) device userland cannot be prepared or run."""
+
+
+class LockError(EdgekitError):
+    """The lock (constraints.txt) is missing or not a list of NAME==VERSION lines."""

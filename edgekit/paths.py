@@ -42,3 +42,14 @@ def targets_dir() -> Path:
 def calibration_dir() -> Path:
     """The folder holding the named calibration sets."""
     return data_dir("calibration_data")
+
+
+def data_file(name: str) -> Path:
+    """Return the first existing data file called ``name`` (e.g. ``constraints.txt``), looked up
+    like :func:`data_dir`; FileNotFoundError names every place looked at."""
+    candidates = _candidates(name)
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(f"edgekit data file {name!r} not found (looked in {looked}); reinstall edgekit")

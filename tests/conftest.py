@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,41 @@ TINY_CNN = textwrap.dedent('''
     def broken():
         raise RuntimeError("boom")
 ''')
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_setup(reason: str) -> None:
+    """The one rule for a test whose machine set-up is missing: skip saying how to fix it, or,
+    under CI=true, fail, since CI must have run scripts/setup-system.sh (.ci/run does)."""
+    if running_in_ci():
+        pytest.fail(f"{reason} (CI=true: .ci/run's scripts/setup-system.sh must provide it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _require_tool(name: str, package: str | None = None) -> str:
+    # imported here: the runner-* tox envs load this conftest without edgekit installed
+    from edgekit.doctor import TEST_TOOLS, find_tool
+
+    path = find_tool(name)
+    if path is None:
+        missing_setup(f"{name} not installed (Debian package {package or TEST_TOOLS[name]}): sudo scripts/setup-system.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[..., str]:
+    """``require_tool(name, package=None) -> path`` of a system tool (TEST_TOOLS names its package);
+    missing, the test skips naming the package and scripts/setup-system.sh, or fails under CI=true."""
+    return _require_tool
+
+
+@pytest.fixture(scope="session")
+def require_setup() -> Callable[[str], None]:
+    """``require_setup(reason)``: the same rule for a set-up that is not a tool (e.g. root once)."""
+    return missing_setup
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ from edgekit.errors import BenchError
 
 # Small measurement settings: the tests check the mechanics, not this host's speed.
 FAST = ["--runs", "20", "--min-seconds", "0.1", "--warmup", "2"]
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 @pytest.fixture(scope="module")
 def bundle(tiny_rpi4_bundle) -> Path:
@@ -168,20 +167,12 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float 
     pytest.fail(f"sshd did not listen on {port} within {seconds} s: {log.read_text()}")
 
 
-def _need_openssh() -> None:
-    missing = [tool for tool, path in (("sshd", SSHD), ("ssh", shutil.which("ssh")), ("ssh-keygen", shutil.which("ssh-keygen")))
-               if not (path and os.access(path, os.X_OK))]
-    if missing:
-        reason = f"OpenSSH {', '.join(missing)} not installed (apt-get install openssh-server openssh-client)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + ": CI must install it (.ci/run)")
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory) -> Sshd:
+def sshd(tmp_path_factory, require_tool) -> Sshd:
     """A real sshd on 127.0.0.1:<free port>, keys only, trusting one throw-away client key."""
-    _need_openssh()
+    sshd_path = require_tool("sshd")
+    require_tool("ssh")
+    require_tool("ssh-keygen")
     folder = tmp_path_factory.mktemp("sshd")
     host_key, client_key = _keygen(folder / "host_key"), _keygen(folder / "client_key")
     shutil.copyfile(f"{client_key}.pub", folder / "authorized_keys")
@@ -207,7 +198,7 @@ def sshd(tmp_path_factory) -> Sshd:
         pass
     log = folder / "sshd.log"
     with open(log, "wb") as log_fh:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sshd_path, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=subprocess.STDOUT)
     try:
         _wait_for_port(port, proc, log)
         key = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from edgekit.emulate import FLAVOURS, EmulationEnv, plan_runs, prepare, run
+from edgekit.emulate import FLAVOURS, EmulationEnv, default_cache_dir, plan_runs, prepare, run
+from edgekit.emulate_tools import TOOL_PACKAGES
 from edgekit.errors import EmulationError
 
 pytestmark = pytest.mark.emulated
@@ -22,8 +24,14 @@ INT8_VS_HOST = 1e-6  # same runtime version: integer kernels are bit-exact acros
 
 
 @pytest.fixture(scope="module")
-def env() -> EmulationEnv:
+def env(require_tool, require_setup) -> EmulationEnv:
     """The default cache, so a second test session reuses the first one's downloads."""
+    if not (default_cache_dir() / "rootfs").is_dir():  # moved into place only once complete
+        for tool in ("debootstrap", "wget", "dpkg-deb", "tar"):  # what build_rootfs runs
+            require_tool(tool, TOOL_PACKAGES[tool])
+        if os.geteuid() != 0:
+            require_setup("the emulated arm64 userland is built once as root (debootstrap): "
+                          "sudo .venv/bin/python -m pytest tests/test_emulate.py")
     return prepare(runtime="all", progress=print)
 
 
