@@ -147,11 +147,13 @@ def test_installed_wheel_ships_the_lock(tmp_path: Path) -> None:
     assert any(n.endswith(".data/data/share/edgekit/constraints.txt") for n in zipfile.ZipFile(wheel).namelist())
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True)
+    # without PYTHONPATH: a checkout on it would satisfy pip and shadow the wheel's edgekit
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EDGEKIT_DATA_DIR")}
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, env=env)
     # a bare venv (no dependencies): the lock is found, and every locked package is reported missing
     code = "import json; from edgekit.doctor import diagnose; print(json.dumps(diagnose()['lock']))"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EDGEKIT_DATA_DIR")}  # only the wheel's edgekit
-    out = subprocess.run([venv / "bin" / "python", "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([venv / "bin" / "python", "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
     lock = json.loads(out.stdout)
     assert Path(lock["path"]) == venv / "share" / "edgekit" / "constraints.txt"
     assert Path(lock["path"]).read_text() == LOCK.read_text()
