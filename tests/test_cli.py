@@ -1,6 +1,8 @@
 """Bad input gets one clear line, a non-zero exit, no traceback, and no half-written output."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +11,9 @@ import numpy as np
 import pytest
 
 
-def edgekit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def edgekit(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -90,3 +93,48 @@ def test_targets_list_and_show(tmp_path):
     shown = edgekit("targets", "show", "nnapi", cwd=tmp_path)
     assert shown.returncode == 0 and '"activation_type": "uint8"' in shown.stdout
     assert_one_line_error(edgekit("targets", "show", "toaster", cwd=tmp_path), "unknown target")
+
+
+def test_a_broken_profile_does_not_hide_the_others(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "targets", data / "targets")
+    rpi4 = (data / "targets" / "rpi4.toml").read_text()
+    typo = rpi4.replace('name = "rpi4"', 'name = "pi-typo"').replace("threads = 4", 'threads = "four"')
+    (data / "targets" / "pi-typo.toml").write_text(typo)
+    (data / "targets" / "garbled.toml").write_text("name = [[[")
+    before = sorted(p.name for p in (data / "targets").iterdir())
+    result = edgekit("targets", cwd=tmp_path, env={"EDGEKIT_DATA_DIR": str(data)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    listed = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    assert listed == ["arm64", "host", "nnapi", "rpi4"], result.stdout
+    assert result.stderr.splitlines() == [
+        f"edgekit: error: target file {data / 'targets' / 'garbled.toml'} is not valid TOML: "
+        "Invalid value (at end of document) (fix the TOML syntax)",
+        f"edgekit: error: {data / 'targets' / 'pi-typo.toml'}: tflite.threads must be an integer, got 'four' "
+        "(fix the value in the profile; 1 more problem(s) after this one)"]
+    assert sorted(p.name for p in (data / "targets").iterdir()) == before  # nothing written or removed
+    shown = edgekit("targets", "show", "rpi4", cwd=tmp_path, env={"EDGEKIT_DATA_DIR": str(data)})
+    assert shown.returncode == 0 and '"arch": "aarch64"' in shown.stdout and '"budget": {' in shown.stdout
+
+
+# profile edits refused when the profile is loaded, before the model is even imported
+BAD_PROFILE_BUILDS = {
+    "threads a word": (("threads = 4", 'threads = "four"'), "tflite.threads must be an integer, got 'four'"),
+    "precisions a string": (('precisions = ["fp32", "int8"]', 'precisions = "fp32"'), "tflite.precisions must be a list, got 'fp32'"),
+    "min_cosine a word": (("min_cosine = 0.99\n", 'min_cosine = "high"\n'), "tolerance.int8.min_cosine must be a number, got 'high'"),
+    "device a string": (("[device]", 'device = "pi"\n[unused]'), "device must be a table, got 'pi'"),
+    "negative tolerance": (("max_rel_err = 0.15", "max_rel_err = -1"), "tolerance.int8.max_rel_err must be >= 0.0, got -1"),
+    "zero threads": (("threads = 4", "threads = 0"), "tflite.threads must be >= 1, got 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROFILE_BUILDS))
+def test_bad_profile_is_refused_before_any_work(case, tmp_path):
+    (old, new), message = BAD_PROFILE_BUILDS[case]
+    profile = tmp_path / "board.toml"
+    profile.write_text((Path(__file__).resolve().parents[1] / "targets" / "rpi4.toml").read_text().replace(old, new, 1))
+    result = edgekit("build", "--target", str(profile), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, f"{profile}: {message}")
+    assert result.stderr.startswith("edgekit: error:")  # refused before the first stage line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.toml"]
