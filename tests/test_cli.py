@@ -138,3 +138,48 @@ def test_bad_profile_is_refused_before_any_work(case, tmp_path):
     assert_one_line_error(result, f"{profile}: {message}")
     assert result.stderr.startswith("edgekit: error:")  # refused before the first stage line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["board.toml"]
+
+
+def _relu_onnx(path: Path, dims: list) -> Path:
+    """A one-node ONNX graph (Relu) whose input ``x`` is float32 with ``dims`` (str: dynamic)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+ONNX_INPUT_CASES = {  # (graph dims, --input, the one line, the hint)
+    "dtype": ([1, 4], "x:1x4:int64", "--input x:1x4:int64 disagrees with {onnx}: its input 'x' is 1x4:float32",
+              "(pass --input x:1x4:float32)"),
+    "static dim": ([1, 4], "x:1x5", "--input x:1x5:float32 disagrees with {onnx}: its input 'x' is 1x4:float32",
+                   "(pass --input x:1x4:float32)"),
+    "rank": ([1, 4], "x:4", "its input 'x' is 1x4:float32", "(pass --input x:1x4:float32)"),
+    "static dim beside a dynamic one": (["N", 4], "x:2x5", "--input x:2x5:float32 disagrees with {onnx}: its input 'x' is ?x4:float32",
+                                        "(set only the dynamic (?) dimensions of ?x4, dtype float32)"),
+    "dtype with a dynamic dim": (["N", 4], "x:2x4:int32", "its input 'x' is ?x4:float32", "(pass --input x:2x4:float32)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONNX_INPUT_CASES))
+def test_input_that_disagrees_with_the_onnx_graph(case, tmp_path):
+    dims, spec, line, hint = ONNX_INPUT_CASES[case]
+    onnx_file = _relu_onnx(tmp_path / "relu.onnx", dims)
+    result = edgekit("build", str(onnx_file), "--target", "host", "--input", spec, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, line.format(onnx=onnx_file), hint)
+    assert "loading calibration data" not in result.stderr  # refused in the load stage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relu.onnx"]  # no bundle, no staging folder
+
+
+def test_input_may_set_the_dynamic_dims_of_an_onnx_graph(tmp_path):
+    import onnx
+
+    from edgekit.stages.load import _onnx_override
+    from edgekit.tensors import parse_input_spec
+
+    graph_input = onnx.load(str(_relu_onnx(tmp_path / "relu.onnx", ["N", 4]))).graph.input[0]
+    given = parse_input_spec("x:3x4")
+    assert _onnx_override(graph_input, given, "relu.onnx") is given
