@@ -183,3 +183,50 @@ def test_input_may_set_the_dynamic_dims_of_an_onnx_graph(tmp_path):
     graph_input = onnx.load(str(_relu_onnx(tmp_path / "relu.onnx", ["N", 4]))).graph.input[0]
     given = parse_input_spec("x:3x4")
     assert _onnx_override(graph_input, given, "relu.onnx") is given
+
+
+def _nan_samples(folder: Path) -> None:
+    data = np.random.default_rng(0).random((8, 1, 1, 8, 8)).astype(np.float32)
+    data[5, 0, 0, 2, 2] = np.nan
+    np.save(folder / "samples.npy", data)
+
+
+class _Payload:
+    """Unpickling this runs a shell command that leaves the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _pickled(folder: Path) -> None:
+    import pickle
+
+    (folder / "samples.npy").write_bytes(pickle.dumps(_Payload(folder / "ran")))
+
+
+CALIBRATION_CASES = {  # (how the folder is made, the one line)
+    "NaN values": (_nan_samples, "calibration data samples.npy holds 1 NaN/Inf value(s)"),
+    "a pickle": (_pickled, "calibration file samples.npy is not a .npy/.npz file (only unpickling could read it"),
+    "strings": (lambda d: np.save(d / "samples.npy", np.full((8, 1, 1, 8, 8), "1")), "has dtype <U1, not numbers"),
+    "not an image": (lambda d: (d / "x.jpg").write_text("hello"), "calibration file x.jpg is not a readable image"),
+    "manifest missing keys": (lambda d: (d / "manifest.json").write_text('{"name": "mine"}'), "manifest.json: missing key 'file'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALIBRATION_CASES))
+def test_bad_calibration_is_refused_before_any_conversion(case, tmp_path, tiny_model_file):
+    make, message = CALIBRATION_CASES[case]
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    make(folder)
+    before = sorted(p.name for p in folder.iterdir())
+    result = edgekit("build", f"{tiny_model_file}:factory", "--target", "rpi4", "--calibration", str(folder),
+                     "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, message)
+    assert "exporting" not in result.stderr and "converting" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib"]  # no bundle, no staging folder
+    assert sorted(p.name for p in folder.iterdir()) == before  # the payload did not run
