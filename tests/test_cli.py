@@ -230,3 +230,15 @@ def test_bad_calibration_is_refused_before_any_conversion(case, tmp_path, tiny_m
     assert "exporting" not in result.stderr and "converting" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib"]  # no bundle, no staging folder
     assert sorted(p.name for p in folder.iterdir()) == before  # the payload did not run
+
+
+@pytest.mark.parametrize("how", ["flag", "recipe file"])
+def test_prune_ratio_that_is_not_a_number(how, tmp_path, tiny_model_file):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[[compress]]\nmethod = "prune"\nkind = "structured"\nratio = "half"\n')
+    args = ["--prune", "structured:half"] if how == "flag" else ["--recipe", str(recipe)]
+    result = edgekit("build", f"{tiny_model_file}:factory", "--target", "rpi4", *args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "prune: ratio='half' must be a number, e.g. ratio=0.5")
+    assert result.stderr.startswith("edgekit: error:")  # before the first stage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]
