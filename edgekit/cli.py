@@ -173,6 +173,7 @@ def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threa
             raise
         reports, error = getattr(exc, "results", []), exc
     if out and reports:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(reports, indent=2) + "\n")
     if reports:
         click.echo(json.dumps(reports, indent=2) if as_json else render_bench(reports))

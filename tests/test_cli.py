@@ -1,6 +1,7 @@
 """Bad input gets one clear line, a non-zero exit, no traceback, and no half-written output."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -242,3 +243,13 @@ def test_prune_ratio_that_is_not_a_number(how, tmp_path, tiny_model_file):
     assert_one_line_error(result, "prune: ratio='half' must be a number, e.g. ratio=0.5")
     assert result.stderr.startswith("edgekit: error:")  # before the first stage
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]
+
+
+def test_bench_out_into_a_folder_that_does_not_exist_yet(tmp_path):
+    shutil.copytree(Path(__file__).resolve().parent / "runner_standalone" / "example_rpi4", tmp_path / "bundle")
+    result = edgekit("bench", "bundle", "--artifact", "model_fp32.tflite", "--runs", "3", "--warmup", "0",
+                     "--min-seconds", "0", "--out", "r/x.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = json.loads((tmp_path / "r" / "x.json").read_text())
+    assert [(r["host"], [a["file"] for a in r["results"]]) for r in reports] == [("local", ["model_fp32.tflite"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "r"]
