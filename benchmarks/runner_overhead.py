@@ -43,7 +43,7 @@ threads, runs, warmup, min_s, max_s = int(threads), int(runs), int(warmup), floa
 man = json.load(open(f"{bundle}/manifest.json"))
 art = [a for a in man["artifacts"] if a["file"] == file][0]
 ent = art["inputs"][0]
-x = np.load(f"{bundle}/golden.npz")[ent["model_name"]][0]
+x = np.load(f"{bundle}/golden.npz", allow_pickle=False)[ent["model_name"]][0]
 if ent["perm"]:
     x = x.transpose(ent["perm"])
 if ent["quantization"]:

@@ -3,15 +3,24 @@
 Samples are ``dict[input_name, array[N, *input_shape]]`` in the model's own layout: sample ``i``
 is exactly one input tensor. Preprocessing (resize, scale, mean/std, layout) is declared once per
 set and applied here, so calibration, verification and the golden inputs all see the same data.
+
+Everything is checked before any conversion: a manifest is validated by a schema, arrays are read
+without unpickling (``allow_pickle=False``) and must be finite numbers, images must decode.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import zipfile
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic.dataclasses import dataclass as schema
 
 from edgekit.errors import CalibrationError
 from edgekit.paths import calibration_dir
@@ -23,24 +32,29 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGENET = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-@dataclass(frozen=True)
+Positive = Annotated[StrictFloat, Field(gt=0)]
+Side = Annotated[StrictInt, Field(ge=1)]
+
+
+@schema(frozen=True, config=ConfigDict(extra="forbid"))
 class Preprocessing:
     """``model_input = transpose(resize((raw * scale - mean) / std))`` for NHWC raw images."""
 
-    scale: float = 1.0
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    resize: tuple[int, int] | None = None
-    layout: str = "NCHW"
+    scale: Positive = 1.0
+    mean: tuple[StrictFloat, ...] = (0.0,)
+    std: tuple[Positive, ...] = (1.0,)  # > 0: a zero would make every sample Inf
+    resize: tuple[Side, Side] | None = None
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
 
     @classmethod
     def from_json(cls, data: dict) -> Preprocessing:
-        resize = data.get("resize")
-        return cls(float(data.get("scale", 1.0)), tuple(data.get("mean", (0.0,))), tuple(data.get("std", (1.0,))),
-                   tuple(resize) if resize else None, data.get("layout", "NCHW"))
+        return cls(**data)
 
     def apply(self, raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
         """Turn raw NHWC images ``[N, H, W, C]`` into ``[N, *spec.shape]`` model inputs."""
+        if {len(self.mean), len(self.std)} - {1, raw.shape[-1]}:
+            raise CalibrationError(f"preprocessing mean/std have {len(self.mean)}/{len(self.std)} values for "
+                                   f"{raw.shape[-1]}-channel images", "give one value, or one per channel")
         images = _resize(raw, _spatial(spec)) if raw.shape[1:3] != _spatial(spec) else raw
         x = images.astype(np.float32) * np.float32(self.scale)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
@@ -53,7 +67,20 @@ class Preprocessing:
                 "resize": list(self.resize) if self.resize else None, "layout": self.layout}
 
 
-@dataclass(frozen=True)
+class SetManifest(BaseModel):
+    """The keys of a set's ``manifest.json`` that loading reads; any others document the set."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: StrictStr
+    file: StrictStr
+    kind: Literal["images", "text"] = "images"
+    preprocessing: Preprocessing | None = None  # required for image sets
+    task: StrictStr | None = None
+    provenance: dict[str, Any] = {}
+    extra_files: tuple[StrictStr, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class CalibrationSet:
     """Model-ready samples: ``calibration`` for quantization, ``verification`` held out for
     comparing artifacts with the reference, optional labelled ``eval`` and ``train`` splits."""
@@ -110,7 +137,7 @@ def load_named(name: str, inputs: list[TensorSpec], tokenize=None) -> Calibratio
     return _load_manifest_set(folder, inputs, tokenize)
 
 
-def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], tokenize) -> CalibrationSet:
+def _load_text_set(folder: Path, manifest: SetManifest, inputs: list[TensorSpec], tokenize) -> CalibrationSet:
     """Sentences tokenized by the model's own ``tokenize_text`` hook; ``heldout`` becomes the
     evaluation split (never used for calibration or training), an optional ``train`` split the
     (unlabelled) training split of compression, tokenized only when compression asks for it
@@ -118,10 +145,10 @@ def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], token
     from edgekit.text import read_rows
 
     if tokenize is None:
-        raise CalibrationError(f"calibration set {manifest['name']!r} is text, and the model defines no tokenize_text()",
+        raise CalibrationError(f"calibration set {manifest.name!r} is text, and the model defines no tokenize_text()",
                                "add tokenize_text(sentences) to the model file, or pass token samples as .npz")
     try:
-        rows = read_rows(folder, manifest)
+        rows = read_rows(folder, manifest.model_dump())
     except (OSError, ValueError, KeyError) as exc:  # gzip/json errors are ValueError/OSError subclasses
         raise CalibrationError(f"text set {folder} is unreadable: {exc}",
                                "regenerate it with its generator script (see the manifest's provenance)") from None
@@ -134,28 +161,50 @@ def _load_text_set(folder: Path, manifest: dict, inputs: list[TensorSpec], token
         return {spec.name: _as_batch(np.asarray(samples[spec.name]), spec, f"{name} tokens") for spec in inputs}
 
     has_train = any(r["split"] == "train" for r in rows)
-    return CalibrationSet(manifest["name"], split("calibration"), split("verification"), split("heldout"),
+    return CalibrationSet(manifest.name, split("calibration"), split("verification"), split("heldout"),
                           train=(lambda: split("train")) if has_train else None,
-                          task=manifest.get("task"), provenance=manifest.get("provenance", {}))
+                          task=manifest.task, provenance=manifest.provenance)
+
+
+def read_manifest(folder: Path) -> SetManifest:
+    """``folder/manifest.json``, validated: one line naming the key for anything missing or wrong."""
+    path = folder / "manifest.json"
+    hint = "see calibration_data/digits/manifest.json for a complete manifest"
+    try:
+        manifest = SetManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"{path} is not readable JSON: {exc}", hint) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "the manifest"
+        got = repr(err["input"])[:60]
+        problem = f"missing key {where!r}" if err["type"] == "missing" else f"{where}: {err['msg']}, got {got}"
+        raise CalibrationError(f"{path}: {problem}", hint) from None
+    if manifest.kind == "images" and manifest.preprocessing is None:
+        raise CalibrationError(f"{path}: missing key 'preprocessing' (image sets need it)", hint)
+    for name in (manifest.file, *manifest.extra_files):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CalibrationError(f"{path}: data file {name!r} is outside the set's folder", "name files inside the folder")
+        if not (folder / name).is_file():
+            raise CalibrationError(f"{path}: data file {name!r} does not exist", "regenerate the set or fix 'file'")
+    return manifest
 
 
 def _load_manifest_set(folder: Path, inputs: list[TensorSpec], tokenize=None) -> CalibrationSet:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("kind") == "text":
+    manifest = read_manifest(folder)
+    if manifest.kind == "text":
         return _load_text_set(folder, manifest, inputs, tokenize)
     if len(inputs) != 1:
-        raise CalibrationError(f"calibration set {manifest['name']!r} feeds one input; the model has {len(inputs)}",
+        raise CalibrationError(f"calibration set {manifest.name!r} feeds one input; the model has {len(inputs)}",
                                "pass --calibration with an .npz per sample keyed by input name")
-    pre = Preprocessing.from_json(manifest["preprocessing"])
-    with np.load(folder / manifest["file"], allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    spec = inputs[0]
+    arrays = read_arrays(folder / manifest.file)
+    spec, pre = inputs[0], manifest.preprocessing
 
     def fit(key: str) -> Samples | None:
         return {spec.name: pre.apply(arrays[key], spec)} if key in arrays else None
 
-    return CalibrationSet(manifest["name"], fit("calibration"), fit("verification"), fit("eval"), arrays.get("eval_labels"),
-                          fit("train"), arrays.get("train_labels"), manifest.get("task"), manifest.get("provenance", {}))
+    return CalibrationSet(manifest.name, fit("calibration"), fit("verification"), fit("eval"), arrays.get("eval_labels"),
+                          fit("train"), arrays.get("train_labels"), manifest.task, manifest.provenance)
 
 
 def load_folder(folder: Path, inputs: list[TensorSpec], holdout: float = 0.25, tokenize=None) -> CalibrationSet:
@@ -187,16 +236,48 @@ def _stack(files: list[Path], inputs: list[TensorSpec]) -> Samples:
 
 
 def _read_arrays(path: Path, inputs: list[TensorSpec]) -> Samples:
-    if path.suffix == ".npy":
+    arrays = read_arrays(path)
+    if list(arrays) == [""]:  # one array (.npy format)
         if len(inputs) != 1:
             raise CalibrationError(f"{path.name}: .npy files feed one input; the model has {len(inputs)}",
                                    "use .npz files keyed by input name")
-        return {inputs[0].name: np.load(path, allow_pickle=False)}
-    with np.load(path, allow_pickle=False) as data:
-        missing = [s.name for s in inputs if s.name not in data.files]
-        if missing:
-            raise CalibrationError(f"{path.name} lacks input(s) {missing} (has {data.files})", "key each array by input name")
-        return {s.name: data[s.name] for s in inputs}
+        return {inputs[0].name: arrays[""]}
+    missing = [s.name for s in inputs if s.name not in arrays]
+    if missing:
+        raise CalibrationError(f"{path.name} lacks input(s) {missing} (has {sorted(arrays)})", "key each array by input name")
+    return {s.name: arrays[s.name] for s in inputs}
+
+
+def read_arrays(path: Path) -> Samples:
+    """Every array in an ``.npy`` (key ``""``) or ``.npz`` file, read without unpickling anything;
+    refuses what is not finite numbers (NaN makes converters crash or calibrate garbage)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            arrays = {"": loaded}
+        else:
+            with loaded:
+                arrays = {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if "Object arrays" in str(exc):
+            problem = "holds object arrays, which only unpickling could read (edgekit never unpickles)"
+        elif "pickle" in str(exc):  # numpy's last resort for a file that is neither .npy nor .npz
+            problem = "is not a .npy/.npz file (only unpickling could read it; edgekit never unpickles)"
+        else:
+            problem = f"is not a readable .npy/.npz file ({exc})"
+        raise CalibrationError(f"calibration file {path.name} {problem}", "save numeric arrays with numpy.save or numpy.savez") from None
+    for key, array in arrays.items():
+        _check_values(array, f"{path.name}[{key}]" if key else path.name)
+    return arrays
+
+
+def _check_values(array: np.ndarray, where: str) -> None:
+    if array.dtype.kind not in "biuf":
+        raise CalibrationError(f"calibration data {where} has dtype {array.dtype}, not numbers",
+                               "give bool, integer or float arrays")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise CalibrationError(f"calibration data {where} holds {bad} NaN/Inf value(s)", "replace or drop those samples")
 
 
 def _as_batch(array: np.ndarray, spec: TensorSpec, path: object = "") -> np.ndarray:
@@ -215,16 +296,25 @@ def _as_batch(array: np.ndarray, spec: TensorSpec, path: object = "") -> np.ndar
 
 
 def _load_images(paths: list[Path], inputs: list[TensorSpec]) -> np.ndarray:
-    from PIL import Image
-
     spec = inputs[0]
     channels = spec.shape[1] if (spec.layout or "NCHW") == "NCHW" else spec.shape[-1]
     mode = "L" if channels == 1 else "RGB"
     size = _spatial(spec)
-    raw = np.stack([np.asarray(Image.open(p).convert(mode).resize(size[::-1], Image.BILINEAR)) for p in paths])
+    raw = np.stack([_read_image(p, mode, size) for p in paths])
     raw = raw.reshape(raw.shape[:3] + (channels,))
     pre = Preprocessing(**IMAGENET) if channels == 3 else Preprocessing(scale=1 / 255)
     return pre.apply(raw, spec)
+
+
+def _read_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode).resize(size[::-1], Image.BILINEAR))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's decoders raise all three
+        raise CalibrationError(f"calibration file {path.name} is not a readable image: {exc}",
+                               "give PNG/JPEG/BMP images or .npy/.npz arrays") from None
 
 
 def resolve(source: str | None, inputs: list[TensorSpec], default: str | None, tokenize=None) -> CalibrationSet:

@@ -102,12 +102,17 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
 @main.group(invoke_without_command=True)
 @click.pass_context
 def targets(ctx: click.Context) -> None:
-    """List the bundled target profiles."""
+    """List the bundled target profiles (exit 2 when a profile file is broken; the rest are listed)."""
     if ctx.invoked_subcommand is None:
         from edgekit.report import targets_table
-        from edgekit.targets import list_targets, load_target
+        from edgekit.targets import load_all
 
-        click.echo(targets_table([load_target(n) for n in list_targets()]))
+        profiles, broken = load_all()
+        click.echo(targets_table(profiles))
+        for error in broken:
+            click.echo(f"edgekit: error: {error}", err=True)
+        if broken:  # a profile that --target would refuse is a bad input, even when the others list
+            sys.exit(broken[0].exit_code)
 
 
 @targets.command("show")
@@ -177,6 +182,7 @@ def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threa
             raise
         reports, error = getattr(exc, "results", []), exc
     if out and reports:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(reports, indent=2) + "\n")
     if reports:
         click.echo(json.dumps(reports, indent=2) if as_json else render_bench(reports))

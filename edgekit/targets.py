@@ -3,15 +3,23 @@
 A profile holds every fact that drives a build (CPU, runtimes, which artifacts, the int8 scheme
 each runtime is fast with, tolerances). Code reads these facts; it never branches on a target's
 name, so a new board is a new TOML file (``--target ./my-board.toml``), not a code change.
+
+The classes are pydantic dataclasses: the schema is the types below, so a wrong value is refused
+when the profile is loaded, with the key path that holds it, not found mid-build. Scalars are
+strict (TOML has types; ``threads = "4"`` is a mistake to report, not a string to coerce); lists
+become tuples and names become enums, as declared.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_type_hints
 
 import tomllib
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 from edgekit.errors import TargetError
 from edgekit.paths import targets_dir
@@ -36,35 +44,63 @@ class IODtype(str, Enum):
     UINT8 = "uint8"
 
 
-@dataclass(frozen=True)
+_SCHEMA = ConfigDict(extra="forbid")
+Count = Annotated[StrictInt, Field(ge=1)]
+NonNegative = Annotated[StrictFloat, Field(ge=0)]
+Fraction = Annotated[StrictFloat, Field(ge=0, le=1)]
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class Device:
-    """Hardware facts, reported in the bundle and used for thread defaults."""
+    """Hardware facts, reported in the bundle and used for thread defaults. ``arch`` is the
+    machine the runtimes run on (aarch64 or x86_64); it defaults from ``isa`` (``armv...`` ISAs
+    are aarch64 here), but profiles state it."""
 
-    cpu: str
-    isa: str
-    cores: int
-    memory_mb: int
-    os: str = "linux"
-    features: tuple[str, ...] = ()
+    cpu: StrictStr
+    isa: StrictStr
+    arch: Literal["aarch64", "x86_64"]
+    cores: Count
+    memory_mb: Count
+    os: StrictStr = "linux"
+    features: tuple[StrictStr, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_from_isa(cls, data: Any) -> Any:
+        given = data.kwargs if isinstance(data, ArgsKwargs) else data
+        if not isinstance(given, dict) or "arch" in given or not isinstance(given.get("isa"), str):
+            return data
+        given = {**given, "arch": "aarch64" if given["isa"].startswith("armv") else "x86_64"}
+        return ArgsKwargs(data.args, given) if isinstance(data, ArgsKwargs) else given
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Export:
     """How the ONNX graph is exported: opset and static shapes (NNAPI and XNNPACK want them)."""
 
-    opset: int = 18
-    static_shapes: bool = True
+    opset: Count = 18
+    static_shapes: StrictBool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class CompressConfig:
     """Target facts that shape compression: structured pruning keeps channel counts a
     multiple of ``channel_multiple`` (the SIMD width the kernels pack channels by)."""
 
-    channel_multiple: int = 1
+    channel_multiple: Count = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
+class Budget:
+    """How much quality the compression steps may cost, judged against the original model:
+    top-1 drop in percentage points, output cosine, perplexity increase in percent. None: no bound."""
+
+    max_top1_drop_pp: NonNegative | None = 1.0
+    min_cosine: Fraction | None = 0.98
+    max_ppl_increase_pct: NonNegative | None = 5.0
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class TFLiteInt8:
     """Full-integer TFLite scheme. XNNPACK's fast path: int8 per-channel weights, per-tensor
     int8 activations. ``io_dtype`` float32 keeps float I/O (quantize/dequantize inside)."""
@@ -72,73 +108,88 @@ class TFLiteInt8:
     io_dtype: IODtype = IODtype.INT8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class TFLiteConfig:
     """Which TFLite artifacts to build and how the device runs them."""
 
-    enabled: bool = True
-    delegate: str = "xnnpack"
-    threads: int = 1
+    enabled: StrictBool = True
+    #: the device runner's --delegate choices
+    delegate: Literal["xnnpack", "nnapi", "gpu", "none"] = "xnnpack"
+    threads: Count = 1
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8)
     #: precisions for models with integer (token) inputs: transformers punish full-int8
     token_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_DYNAMIC)
     int8: TFLiteInt8 = TFLiteInt8()
-    delegate_ops: tuple[str, ...] = ()
+    delegate_ops: tuple[StrictStr, ...] = ()
     #: precisions the delegate accelerates; others run (correctly) on slower reference or
     #: hybrid kernels, and the compatibility report says so
     fast_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class ORTInt8:
     """Static QDQ scheme for onnxruntime.quantization. Signedness matters per target: NNAPI
     rejects int8 activations, x86 without VNNI is fastest with uint8 activations / int8 weights."""
 
     activation_type: IODtype = IODtype.INT8
     weight_type: IODtype = IODtype.INT8
-    per_channel: bool = True
+    per_channel: StrictBool = True
+    #: int8 weights use the full 8-bit range only when the build host's CPU has one of these
+    #: features; otherwise reduce_range (7-bit weights), because ORT's x86 u8s8 kernels without
+    #: VNNI saturate in int16
+    full_range_features: tuple[StrictStr, ...] = ()
+    reduce_range: StrictBool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class ORTConfig:
     """Which ONNX Runtime artifacts to build and how the device runs them."""
 
-    enabled: bool = True
-    provider: str = "CPUExecutionProvider"
-    threads: int = 1
+    enabled: StrictBool = True
+    provider: StrictStr = "CPUExecutionProvider"
+    threads: Count = 1
     precisions: tuple[Precision, ...] = (Precision.INT8,)
     token_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8_DYNAMIC, Precision.INT4)
     int8: ORTInt8 = ORTInt8()
     #: MatMulNBits block size for int4 weight-only artifacts
-    int4_block_size: int = 32
-    ort_format: bool = True
-    optimization_style: str = "Fixed"
-    mobile_usability_check: bool = False
+    int4_block_size: Count = 32
+    ort_format: StrictBool = True
+    #: convert_onnx_models_to_ort's --optimization_style
+    optimization_style: Literal["Fixed", "Runtime"] = "Fixed"
+    mobile_usability_check: StrictBool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Tolerance:
     """Verification bounds for one precision. ``max_rel_err`` is relative to the largest
     reference output magnitude, so one profile fits models with different output scales."""
 
-    max_rel_err: float | None = None
-    min_cosine: float | None = None
-    min_top1_agreement: float | None = None
+    max_rel_err: NonNegative | None = None
+    min_cosine: Fraction | None = None
+    min_top1_agreement: Fraction | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class TargetProfile:
     """A device, as data. Load with :func:`load_target`."""
 
-    name: str
-    description: str
+    name: StrictStr
+    description: StrictStr
     device: Device
     export: Export = Export()
     tflite: TFLiteConfig = TFLiteConfig()
     ort: ORTConfig = ORTConfig()
     compress: CompressConfig = CompressConfig()
-    tolerance: dict[str, Tolerance] = field(default_factory=dict)
-    source: str = ""
+    budget: Budget = Budget()
+    #: keyed by precision name (``fp32``, ``int8``, ...)
+    tolerance: dict[Precision, Tolerance] = dataclasses.field(default_factory=dict)
+    source: StrictStr = ""
+
+    @field_validator("tolerance", mode="after")
+    @classmethod
+    def _plain_keys(cls, value: dict[Precision, Tolerance]) -> dict[str, Tolerance]:
+        # str keys: a str Enum hashes by its member name, so "int8" would not find Precision.INT8
+        return {Precision(k).value: v for k, v in value.items()}
 
     def tolerance_for(self, precision: Precision | str) -> Tolerance:
         """The tolerance for ``precision`` (no bound when the profile names none)."""
@@ -151,77 +202,76 @@ class TargetProfile:
         return cfg.token_precisions if token_inputs else cfg.precisions
 
 
-_ENUMS = {"precisions": Precision, "token_precisions": Precision, "fast_precisions": Precision,
-          "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
-_NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig}
+# what each pydantic error type means, said as what the value must be
+_EXPECTED = {"int_type": "must be an integer", "int_from_float": "must be an integer", "float_type": "must be a number",
+             "bool_type": "must be true or false", "string_type": "must be a string", "tuple_type": "must be a list",
+             "dataclass_type": "must be a table", "dict_type": "must be a table", "greater_than_equal": "must be >= {ge}",
+             "less_than_equal": "must be <= {le}", "enum": "must be one of {expected}", "literal_error": "must be {expected}"}
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Construct dataclass ``cls`` from a TOML table, rejecting unknown keys by name."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise TargetError(f"{where}: unknown key(s) {unknown}", f"allowed keys: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        try:
-            kwargs[key] = _convert(cls, key, value, f"{where}.{key}")
-        except ValueError as exc:
-            raise TargetError(f"{where}.{key}: {exc}", "fix the value in the profile") from None
-    return cls(**kwargs)
+def _where(loc: tuple) -> str:
+    """``("tflite", "precisions", 0)`` -> ``tflite.precisions[0]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _convert(cls: type, key: str, value: Any, where: str) -> Any:
-    if key == "int8":
-        sub = TFLiteInt8 if cls is TFLiteConfig else ORTInt8
-        return _build(sub, value, where)
-    if key in _NESTED and isinstance(value, dict):
-        return _build(_NESTED[key], value, where)
-    if key in _ENUMS:
-        enum = _ENUMS[key]
-        return tuple(enum(v) for v in value) if isinstance(value, list) else enum(value)
-    if isinstance(value, list):
-        return tuple(value)
-    return value
+def _table(loc: tuple) -> type | None:
+    """The schema class of the TOML table at ``loc`` (to name its allowed keys)."""
+    if loc[:1] == ("tolerance",):
+        return Tolerance if len(loc) == 2 else None
+    cls: Any = TargetProfile
+    for part in loc:
+        cls = get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+def _describe(errors: list[dict], source: str) -> TargetError:
+    """One line for the first problem pydantic found (the others are counted)."""
+    first = errors[0]
+    loc, kind = tuple(first["loc"]), first["type"]
+    more = f"; {len(errors) - 1} more problem(s) after this one" if len(errors) > 1 else ""
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        unknown = [e["loc"][-1] for e in errors if e["type"] == kind and tuple(e["loc"][:-1]) == loc[:-1]]
+        table = _table(loc[:-1])
+        allowed = sorted(f.name for f in dataclasses.fields(table) if f.name != "source") if table else []
+        where = f"{_where(loc[:-1])}: " if loc[:-1] else ""
+        return TargetError(f"{source}: {where}unknown key(s) {unknown}", f"allowed keys: {allowed}")
+    if kind == "missing":
+        where = f"{_where(loc[:-1])}: " if loc[:-1] else ""
+        return TargetError(f"{source}: {where}missing required key {loc[-1]!r}",
+                           f"see targets/host.toml for a complete profile{more}")
+    if loc[-1] == "[key]":  # a table name, e.g. [tolerance.int2]
+        loc = loc[:-1]
+    expected = _EXPECTED.get(kind, first["msg"]).format(**first.get("ctx", {}))
+    got = repr(first["input"])
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return TargetError(f"{source}: {_where(loc)} {expected}, got {got}", f"fix the value in the profile{more}")
 
 
 def _validate(profile: TargetProfile) -> None:
-    """Reject profiles that would fail late in a build."""
+    """Reject combinations the schema's types cannot express, which would fail late in a build."""
+    where = f"{profile.source}: profile {profile.name!r}"
     if not (profile.tflite.enabled or profile.ort.enabled):
-        raise TargetError(f"profile {profile.name!r} enables no runtime", "set tflite.enabled or ort.enabled")
+        raise TargetError(f"{where} enables no runtime", "set tflite.enabled or ort.enabled")
     for cfg, label in ((profile.tflite, "tflite"), (profile.ort, "ort")):
-        if cfg.threads < 1:
-            raise TargetError(f"profile {profile.name!r}: {label}.threads must be >= 1", "set a positive thread count")
         if cfg.enabled and not cfg.precisions:
-            raise TargetError(f"profile {profile.name!r}: {label}.precisions is empty", "list at least one precision")
+            raise TargetError(f"{where}: {label}.precisions is empty", "list at least one precision")
     if Precision.FP16 in (*profile.ort.precisions, *profile.ort.token_precisions):
-        raise TargetError(f"profile {profile.name!r}: ort fp16 artifacts are not supported", "remove fp16 from ort precisions")
+        raise TargetError(f"{where}: ort fp16 artifacts are not supported", "remove fp16 from ort precisions")
     if Precision.INT4 in (*profile.tflite.precisions, *profile.tflite.token_precisions):
-        raise TargetError(f"profile {profile.name!r}: tflite int4 artifacts are not supported", "use int4 with ort only")
+        raise TargetError(f"{where}: tflite int4 artifacts are not supported", "use int4 with ort only")
     if Precision.INT8_FALLBACK in (*profile.ort.precisions, *profile.ort.token_precisions):
-        raise TargetError(f"profile {profile.name!r}: int8_fallback is a TFLite scheme", "use int8 (static QDQ) for ort")
-
-
-def _parse_tolerances(data: dict[str, Any], where: str) -> dict[str, Tolerance]:
-    out = {}
-    for precision, table in data.items():
-        Precision(precision)  # raises ValueError with the bad name
-        out[precision] = _build(Tolerance, table, f"{where}.tolerance.{precision}")
-    return out
+        raise TargetError(f"{where}: int8_fallback is a TFLite scheme", "use int8 (static QDQ) for ort")
 
 
 def parse_target(data: dict[str, Any], source: str) -> TargetProfile:
     """Build a validated :class:`TargetProfile` from a parsed TOML document."""
-    data = dict(data)
     try:
-        tolerance = _parse_tolerances(data.pop("tolerance", {}), source)
-    except ValueError as exc:
-        raise TargetError(f"{source}: {exc}", "use fp32, fp16 or int8 as tolerance tables") from None
-    for required in ("name", "description", "device"):
-        if required not in data:
-            raise TargetError(f"{source}: missing required key {required!r}", "see targets/host.toml for a complete profile")
-    profile = _build(TargetProfile, {**data, "source": source}, source)
-    profile = TargetProfile(**{**profile.__dict__, "tolerance": tolerance})
+        profile = TargetProfile(**{**data, "source": source})
+    except ValidationError as exc:
+        raise _describe(exc.errors(), source) from None
     _validate(profile)
     return profile
 
@@ -242,7 +292,21 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
     if not path.is_file():
         raise TargetError(f"target file {text} does not exist", "check the path or use a bundled target name")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"target file {path} is not valid TOML: {exc}", "fix the TOML syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"target file {path} cannot be read: {exc}", "check the file (UTF-8 TOML)") from None
     return parse_target(data, str(path))
+
+
+def load_all() -> tuple[list[TargetProfile], list[TargetError]]:
+    """Every bundled profile that loads, and one error per file that does not: a broken file
+    must not hide the good ones from ``edgekit targets``."""
+    profiles, broken = [], []
+    for name in list_targets():
+        try:
+            profiles.append(load_target(targets_dir() / f"{name}.toml"))
+        except TargetError as exc:
+            broken.append(exc)
+    return profiles, broken

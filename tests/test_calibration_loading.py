@@ -1,6 +1,11 @@
 """User calibration folders: .npy stacks, .npz keyed by input name, images; the held-out split."""
 from __future__ import annotations
 
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,3 +77,89 @@ def test_unreadable_text_train_file_is_a_clear_error(tmp_path):
     with pytest.raises(CalibrationError, match="unreadable") as info:
         load_folder(tmp_path / "text", specs, tokenize=_count_tokens([]))
     assert "regenerate" in info.value.hint
+
+
+class _Payload:
+    """Unpickling this runs a shell command that leaves a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+ONE = [TensorSpec("input", (1, 1, 8, 8), "float32", "NCHW")]
+SAMPLES = np.random.default_rng(0).random((4, 1, 1, 8, 8)).astype(np.float32)
+
+
+def _with_nan(folder: Path) -> None:
+    data = SAMPLES.copy()
+    data[2, 0, 0, 3, 3] = np.nan
+    np.save(folder / "a.npy", data)
+
+
+def _manifest(**fields) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        np.savez(folder / "set.npz", calibration=np.zeros((4, 8, 8, 1), np.uint8))
+        (folder / "manifest.json").write_text(json.dumps(fields))
+    return write
+
+
+BAD_CALIBRATION = {  # (what the folder holds, the one-line message)
+    "text file as .npy": (lambda d: (d / "a.npy").write_text("0.1 0.2 0.3"),
+                          "calibration file a.npy is not a .npy/.npz file (only unpickling could read it; edgekit never unpickles)"),
+    "pickle as .npy": (lambda d: (d / "a.npy").write_bytes(pickle.dumps(_Payload(d / "ran"))),
+                       "calibration file a.npy is not a .npy/.npz file"),
+    "object array .npy": (lambda d: np.save(d / "a.npy", np.array([_Payload(d / "ran"), 1], dtype=object), allow_pickle=True),
+                          "calibration file a.npy holds object arrays, which only unpickling could read"),
+    "object array in .npz": (lambda d: np.savez(d / "a.npz", input=np.array([_Payload(d / "ran")], dtype=object)),
+                             "calibration file a.npz holds object arrays"),
+    "string dtype": (lambda d: np.save(d / "a.npy", np.full((4, 1, 1, 8, 8), "0.5")),
+                     "calibration data a.npy has dtype <U3, not numbers"),
+    "NaN": (_with_nan, "calibration data a.npy holds 1 NaN/Inf value(s)"),
+    "Inf in .npz": (lambda d: np.savez(d / "a.npz", input=np.full(SAMPLES.shape, np.inf, np.float32)),
+                    "calibration data a.npz[input] holds 256 NaN/Inf value(s)"),
+    "not a zip .npz": (lambda d: (d / "a.npz").write_bytes(b"PK\x03\x04 truncated"),
+                       "calibration file a.npz is not a readable .npy/.npz file"),
+    "not an image": (lambda d: (d / "a.png").write_bytes(b"GIF89a not really"), "calibration file a.png is not a readable image"),
+    "manifest not JSON": (lambda d: (d / "manifest.json").write_text("{"), "manifest.json is not readable JSON"),
+    "manifest without file": (_manifest(name="mine", preprocessing={}), "manifest.json: missing key 'file'"),
+    "manifest without name": (_manifest(file="set.npz", preprocessing={}), "manifest.json: missing key 'name'"),
+    "manifest without preprocessing": (_manifest(name="mine", file="set.npz"), "manifest.json: missing key 'preprocessing'"),
+    "manifest with a zero std": (_manifest(name="mine", file="set.npz", preprocessing={"std": [0]}),
+                                 "manifest.json: preprocessing.std.0: Input should be greater than 0"),
+    "manifest with a typo": (_manifest(name="mine", file="set.npz", preprocessing={"sclae": 0.5}),
+                             "manifest.json: preprocessing.sclae: Unexpected keyword argument"),
+    "manifest naming a missing file": (_manifest(name="mine", file="other.npz", preprocessing={}),
+                                       "manifest.json: data file 'other.npz' does not exist"),
+    "manifest leaving the folder": (_manifest(name="mine", file="../set.npz", preprocessing={}),
+                                    "manifest.json: data file '../set.npz' is outside the set's folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CALIBRATION))
+def test_bad_calibration_data_is_one_line(case, tmp_path):
+    make, message = BAD_CALIBRATION[case]
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    make(folder)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(CalibrationError) as info:
+        load_folder(folder, ONE)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing ran (no 'ran' marker), nothing written
+
+
+def test_npy_content_under_an_npz_name_is_one_array(tmp_path):
+    np.save(tmp_path / "a.npy", SAMPLES)
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    assert np.array_equal(load_folder(tmp_path, ONE).calibration["input"], SAMPLES[:3])
+
+
+def test_the_payload_runs_when_unpickled(tmp_path):
+    """So the marker checks above can fail: unpickling these bytes does run the command."""
+    pickle.loads(pickle.dumps(_Payload(tmp_path / "ran")))
+    assert (tmp_path / "ran").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -141,10 +142,30 @@ def _step_from_dict(table: dict[str, Any]) -> Step:
     if unknown:
         raise RecipeError(f"{method.value}: unknown option(s) {', '.join(unknown)}; valid "
                           f"options: {', '.join(sorted(fields))}")
+    _check_scalars(method, cls, table)
     try:
         return Step(method, cls(**table))
     except TypeError as exc:  # e.g. a list where a number was expected
         raise RecipeError(f"{method.value}: bad option value ({exc})") from None
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_scalars(method: Method, cls: type, table: dict[str, Any]) -> None:
+    """Number and flag options must be numbers and flags (``ratio="half"``, ``steps=2.5`` or
+    ``dropout="yes"`` would otherwise fail, or mean something else, mid-build)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in table.items():
+        allowed = set(typing.get_args(hints[key]) or (hints[key],))
+        wanted = next((t for t in _SCALARS if t in allowed), None)
+        if wanted is None or (value is None and type(None) in allowed):
+            continue
+        ok = isinstance(value, bool) if wanted is bool else (
+            not isinstance(value, bool) and isinstance(value, (int, float) if wanted is float else int))
+        if not ok:
+            raise RecipeError(f"{method.value}: {key}={value!r} must be {_SCALARS[wanted]}, e.g. "
+                              f"{key}={'true' if wanted is bool else (1 if wanted is int else 0.5)}")
 
 
 def _lowrank_aliases(table: dict[str, Any]) -> None:

@@ -88,7 +88,8 @@ class LoadModel(Stage):
         overrides = {s.name: s for s in ctx.options.inputs}
         specs = []
         for value in (v for v in graph.input if v.name not in initializers):
-            specs.append(overrides.pop(value.name, None) or _onnx_spec(value))
+            given = overrides.pop(value.name, None)
+            specs.append(_onnx_override(value, given, loaded.label) if given else _onnx_spec(value))
         if overrides:
             raise InputSpecError(f"--input names {sorted(overrides)} are not inputs of {loaded.label}",
                                  f"the model's inputs are {[s.name for s in specs]}")
@@ -108,3 +109,25 @@ def _onnx_spec(value) -> TensorSpec:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
     shape = tuple(d.dim_value for d in dims)
     return TensorSpec(value.name, shape, dtype, default_layout(shape, dtype))
+
+
+def _onnx_override(value, given: TensorSpec, label: str) -> TensorSpec:
+    """``--input`` for an ONNX graph input may only fill in what the graph leaves open (dynamic
+    dims): a dtype or static dim that disagrees would otherwise fail deep inside a converter."""
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_value or None for d in tensor.shape.dim] if tensor.HasField("shape") else None
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    except (KeyError, ValueError):  # undefined or exotic element type: nothing to compare
+        dtype = given.dtype
+    fits = dims is None or (len(dims) == len(given.shape) and all(d in (None, g) for d, g in zip(dims, given.shape)))
+    if fits and dtype == given.dtype:
+        return given
+    graph = "x".join(str(d or "?") for d in dims) if dims is not None else "?"
+    shape = "x".join(map(str, given.shape if fits else dims))
+    hint = (f"pass --input {given.name}:{shape}:{dtype}" if "None" not in shape
+            else f"set only the dynamic (?) dimensions of {graph}, dtype {dtype}")
+    raise InputSpecError(f"--input {given.name}:{'x'.join(map(str, given.shape))}:{given.dtype} disagrees with {label}: "
+                         f"its input {given.name!r} is {graph}:{dtype}", hint)

@@ -61,7 +61,7 @@ def _int8_float_fallback(work: Path, ctx: BuildContext) -> Path:
     samples = work / "fallback_calibration.npz"
     np.savez(samples, **ctx.calibration.calibration)
     code = ("import sys, numpy as np; from edgekit.quantize.tflite_variants import tflite_int8_float_fallback as f; "
-            "f(sys.argv[1], sys.argv[2], dict(np.load(sys.argv[3])))")
+            "f(sys.argv[1], sys.argv[2], dict(np.load(sys.argv[3], allow_pickle=False)))")
     run_tool(code, [str(work), str(target), str(samples)], work, "TFLite int8 (float fallback) conversion",
              "drop int8_fallback from the profile's token_precisions")
     return target

@@ -78,6 +78,11 @@ auto = false
     (["prune"], "compress shorthand 'prune' has no settings"),
     (["prune=structured:0.3:9"], "prune: cannot read 'structured:0.3:9'"),
     (["prune=pyramid:0.3"], "prune: kind='pyramid' is not one of"),
+    (["prune=structured:half"], "^prune: ratio='half' must be a number, e.g. ratio=0.5$"),
+    (["prune=structured:0.5,steps=2.5"], "^prune: steps=2.5 must be an integer, e.g. steps=1$"),
+    (["prune=structured:0.5,finetune_epochs=true"], "^prune: finetune_epochs=True must be an integer"),
+    (["lowrank=energy:most"], "^lowrank: value='most' must be a number"),
+    (["distill=epochs=1,dropout=yes"], "^distill: dropout='yes' must be true or false, e.g. dropout=true$"),
 ])
 def test_bad_cli_recipes(items: list[str], message: str) -> None:
     with pytest.raises(RecipeError, match=message):
@@ -93,6 +98,15 @@ def test_bad_toml() -> None:
         Recipe.from_toml("[[compress]]\nratio = 0.3\n")
     with pytest.raises(RecipeError, match="lowrank: give either energy=... or rule/value"):
         Recipe.from_toml("[[compress]]\nmethod='lowrank'\nenergy=0.9\nvalue=0.5\n")
+    with pytest.raises(RecipeError, match="^prune: ratio='half' must be a number, e.g. ratio=0.5$"):
+        Recipe.from_toml("[[compress]]\nmethod='prune'\nkind='structured'\nratio='half'\n")
+    with pytest.raises(RecipeError, match="^prune: round_to='8' must be an integer"):
+        Recipe.from_toml("[[compress]]\nmethod='prune'\nratio=0.5\nround_to='8'\n")
+
+
+def test_optional_numbers_may_be_none() -> None:
+    step = Recipe.from_dicts([{"method": "prune", "kind": "structured", "ratio": 0.5, "round_to": None}]).steps[0]
+    assert step.options.round_to is None and step.options.ratio == 0.5
 
 
 def test_validate_needs_data_and_linear_layers(digits: TrainData) -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -146,3 +147,30 @@ def test_raspberry_pi_probes(er: ModuleType, tmp_path: Path,
     assert er.throttled() == "0x50005"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert er.throttled() is None
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--threads", "0"], "edgekit-runner: error: --threads 0 must be >= 1 (see edgekit-runner --help)"),
+    (["--threads", "four"], "edgekit-runner: error: argument --threads: invalid int value: 'four' (see edgekit-runner --help)"),
+    (["--runs", "0"], "edgekit-runner: error: --runs 0 must be >= 1 (see edgekit-runner --help)"),
+    (["--warmup", "-1"], "edgekit-runner: error: --warmup -1 must be >= 0 (see edgekit-runner --help)"),
+    (["--min-seconds", "-0.5"], "edgekit-runner: error: --min-seconds -0.5 must be >= 0 (see edgekit-runner --help)"),
+    (["--max-seconds", "nan"], "edgekit-runner: error: --max-seconds nan must be a finite number > 0 (see edgekit-runner --help)"),
+    (["--max-seconds", "0"], "edgekit-runner: error: --max-seconds 0.0 must be > 0 (see edgekit-runner --help)"),
+    (["--delegate", "tpu"], "edgekit-runner: error: argument --delegate: invalid choice: 'tpu'"),
+])
+def test_bad_numbers_are_one_line_and_exit_2(args: list[str], line: str, tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "r.json"
+    proc = subprocess.run([sys.executable, str(RUNNER), str(tmp_path), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(line)
+    assert "usage:" not in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # refused before anything was read or written
+
+
+def test_json_into_a_folder_that_does_not_exist_yet(er: ModuleType, bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper" / "r.json"
+    code = er.main([str(bundle), "--artifact", "model_fp32.onnx", "--runs", "5", "--min-seconds", "0.01", "--quiet",
+                    "--json", str(out)])
+    assert code == 0 and json.loads(out.read_text())["results"][0]["file"] == "model_fp32.onnx"

@@ -681,9 +681,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "else CPUExecutionProvider)")
     p.add_argument("--json", dest="json_out", help="also write the full report as JSON here")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # used by children
+
+    def one_line(message: str) -> None:  # argparse's default prints the whole usage block
+        eprint(f"error: {message} (see {PROG} --help)")
+        sys.exit(EXIT_USAGE)
+
+    p.error = one_line  # type: ignore[method-assign]
     args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0 or args.max_seconds <= 0 or (args.threads or 1) < 1:
-        p.error("--runs and --threads must be >= 1, --warmup >= 0, --max-seconds > 0")
+    bounds = (("--runs", args.runs, 1), ("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
+              ("--min-seconds", args.min_seconds, 0), ("--max-seconds", args.max_seconds, None))
+    for flag, value, least in bounds:
+        if value is None:
+            continue
+        finite = float("-inf") < value < float("inf")  # False for NaN too: "--max-seconds nan" parses
+        if not finite or (value < least if least is not None else value <= 0):
+            bound = f">= {least}" if least is not None else "> 0"
+            p.error(f"{flag} {value} must be {bound if finite else 'a finite number ' + bound}")
     return args
 
 
@@ -710,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(format_table(report), flush=True)
     if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(to_json(report), encoding="utf-8")
     return code
 
