@@ -63,3 +63,13 @@ class BenchError(EdgekitError):
 
 class EmulationError(EdgekitError):
     """The emulated (qemu user-mode) device userland cannot be prepared or run."""
+
+
+class MaxDropError(EdgekitError):
+    """A ``--max-drop`` value cannot be read, or bounds a metric this model is not judged by."""
+
+
+class QualityBudgetError(EdgekitError):
+    """Compression cost more quality, against the original model, than the budget allows."""
+
+    exit_code = 4

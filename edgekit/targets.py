@@ -65,6 +65,18 @@ class CompressConfig:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How much quality compression may cost, judged against the original (uncompressed) model
+    on held-out data; a bound of ``None`` is not checked. Classifiers are judged by top-1 drop
+    (percentage points), language models by perplexity increase (%), other models by the mean
+    output cosine to the original."""
+
+    max_top1_drop_pp: float | None = 1.0
+    min_cosine: float | None = 0.98
+    max_ppl_increase_pct: float | None = 5.0
+
+
+@dataclass(frozen=True)
 class TFLiteInt8:
     """Full-integer TFLite scheme. XNNPACK's fast path: int8 per-channel weights, per-tensor
     int8 activations. ``io_dtype`` float32 keeps float I/O (quantize/dequantize inside)."""
@@ -137,6 +149,7 @@ class TargetProfile:
     tflite: TFLiteConfig = TFLiteConfig()
     ort: ORTConfig = ORTConfig()
     compress: CompressConfig = CompressConfig()
+    budget: Budget = Budget()
     tolerance: dict[str, Tolerance] = field(default_factory=dict)
     source: str = ""
 
@@ -153,7 +166,8 @@ class TargetProfile:
 
 _ENUMS = {"precisions": Precision, "token_precisions": Precision, "fast_precisions": Precision,
           "io_dtype": IODtype, "activation_type": IODtype, "weight_type": IODtype}
-_NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig}
+_NESTED = {"device": Device, "export": Export, "tflite": TFLiteConfig, "ort": ORTConfig, "compress": CompressConfig,
+           "budget": Budget}
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
