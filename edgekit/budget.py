@@ -110,6 +110,13 @@ def judge(steps: list[dict[str, Any]], metric: Metric, bound: float | None, sour
     raise QualityBudgetError(_problem(later[culprit], original, metric, source), _hint(later[culprit], metric))
 
 
+def describe(entry: dict[str, Any]) -> str:
+    """One step's ``budget`` entry as a progress line: ``top1_drop_pp 0.28 <= 1 (rpi4 profile budget)``."""
+    op = ">=" if entry["metric"] == Metric.COSINE.value else "<="
+    bound = "unbounded" if entry["bound"] is None else f"{op} {entry['bound']:g}"
+    return f"{entry['metric']} {entry['figure']:.4g} against the original, {bound} ({entry['source']})"
+
+
 def _problem(step: dict[str, Any], original: dict[str, Any], metric: Metric, source: str) -> str:
     b = step["budget"]
     if metric is Metric.TOP1_DROP:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.budget import Metric, judge
+from edgekit.budget import Metric, describe, judge
 from edgekit.context import BuildContext, Reporter
 from edgekit.errors import MaxDropError, UnsupportedError
 from edgekit.options import BuildOptions
@@ -290,9 +290,7 @@ class Compress(Stage):
             acc = f"top-1 {r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else f"cosine {r['cosine']:.4f}"
             ctx.reporter.info(f"{r['method']:>9}: {r['params']:,} params, {acc}, {r['onnx_fp32_bytes'] / 1e3:.1f} KB fp32")
         judge(ctx.compression, metric, bound, source)  # raises before any conversion work
-        final = ctx.compression[-1]["budget"]
-        ctx.reporter.info(f"   budget: {metric.value} {final['figure']:g} against the original, bound {final['bound']} "
-                          f"({source}): kept")
+        ctx.reporter.info(f"   budget: {describe(ctx.compression[-1]['budget'])}: kept")
 
 
 def _plain(model):

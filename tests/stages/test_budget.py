@@ -7,7 +7,7 @@ import math
 import pytest
 from test_cli import assert_one_line_error, edgekit
 
-from edgekit.budget import MaxDrop, Metric, judge
+from edgekit.budget import MaxDrop, Metric, describe, judge
 from edgekit.errors import MaxDropError, QualityBudgetError
 from edgekit.targets import load_target
 
@@ -46,6 +46,7 @@ def test_judge_records_figure_bound_and_verdict_per_step():
     assert steps[1]["budget"] == {"metric": "top1_drop_pp", "figure": 0.5, "bound": 1.0, "passed": True,
                                   "source": "rpi4 profile budget"}
     assert steps[2]["budget"]["figure"] == 0.8 and steps[2]["budget"]["passed"]
+    assert describe(steps[2]["budget"]) == "top1_drop_pp 0.8 against the original, <= 1 (rpi4 profile budget)"
 
 
 def test_judge_names_the_step_from_which_the_budget_stayed_broken():
@@ -123,6 +124,7 @@ def test_default_finetuning_recovers_structured_pruning_within_budget(tmp_path):
     budget = prune["budget"]
     assert budget["metric"] == "top1_drop_pp" and budget["bound"] == 1.0 and budget["source"] == "rpi4 profile budget"
     assert budget["passed"] and budget["figure"] <= budget["bound"]  # measured: 0.28 pp (99.72 % -> 99.44 %)
+    assert "budget: top1_drop_pp" in result.stderr and "<= 1 (rpi4 profile budget): kept" in result.stderr
     assert prune["accuracy"] >= 0.99
 
 
