@@ -33,6 +33,19 @@ def test_profiles_carry_the_default_budget():
     assert (budget.max_top1_drop_pp, budget.min_cosine, budget.max_ppl_increase_pct) == (1.0, 0.98, 5.0)
 
 
+def test_a_profile_budget_table_is_read_and_checked(tmp_path):
+    import tomllib
+
+    from edgekit.errors import TargetError
+    from edgekit.paths import targets_dir
+    from edgekit.targets import parse_target
+
+    data = tomllib.loads((targets_dir() / "rpi4.toml").read_text())
+    assert parse_target({**data, "budget": {"max_top1_drop_pp": 0.25}}, "x.toml").budget.max_top1_drop_pp == 0.25
+    with pytest.raises(TargetError, match=r"x.toml.budget: unknown key\(s\) \['max_drop'\]"):
+        parse_target({**data, "budget": {"max_drop": 2}}, "x.toml")
+
+
 def _steps(*accuracies: float) -> list[dict]:
     methods = ["original", "share", "prune", "distill"][:len(accuracies)]
     settings = {"prune": {"kind": "structured", "ratio": 0.5, "finetune_epochs": 0}, "distill": {"epochs": 2}}
