@@ -68,21 +68,27 @@ def main() -> None:
 @click.option("--distill", metavar="k=v[,k=v]", help="Compression: distillation from the original, e.g. epochs=3.")
 @click.option("--qat", metavar="k=v[,k=v]", help="Compression: quantization-aware training, e.g. epochs=1.")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), help="Compression recipe TOML ([[compress]] tables).")
+@click.option("--max-drop", metavar="BOUND",
+              help="Compression quality budget against the original, instead of the profile's [budget]: "
+                   "2pp or 2 (top-1 drop, percentage points; classifiers), cos:0.99 (min output cosine; embeddings), "
+                   "ppl:5% (perplexity increase; language models). A build whose compression loses more exits 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
-          recipe_file, as_json, debug) -> None:
+          recipe_file, max_drop, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2) or an .onnx file.
     Compression steps run in the fixed order share, prune, lowrank, distill, qat.
     """
+    from edgekit.budget import MaxDrop
     from edgekit.options import BuildOptions
     from edgekit.pipeline import build as run_build
     from edgekit.report import build_summary
     from edgekit.tensors import parse_input_spec
 
     specs = tuple(_run(debug, parse_input_spec, text) for text in inputs)
+    bound = _run(debug, MaxDrop.parse, max_drop) if max_drop is not None else None
     if example and model:
         click.echo("edgekit: error: give MODEL or --example, not both", err=True)
         sys.exit(2)
@@ -90,7 +96,8 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     steps = {"share": share, "prune": prune, "lowrank": lowrank, "distill": distill, "qat": qat}
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
-                           allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file)
+                           allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file,
+                           max_drop=bound)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = [a["file"] for a in manifest["artifacts"] if not a["verification"].get("passed")]

@@ -67,3 +67,13 @@ class EmulationError(EdgekitError):
 
 class LockError(EdgekitError):
     """The lock (constraints.txt) is missing or not a list of NAME==VERSION lines."""
+
+
+class MaxDropError(EdgekitError):
+    """A ``--max-drop`` value cannot be read, or bounds a metric this model is not judged by."""
+
+
+class QualityBudgetError(EdgekitError):
+    """Compression cost more quality, against the original model, than the budget allows."""
+
+    exit_code = 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.budget import MaxDrop
 from edgekit.tensors import TensorSpec
 
 
@@ -27,6 +28,9 @@ class BuildOptions:
         recipe: compression steps in CLI shorthand (``prune=structured:0.5``, ``qat=epochs=1``).
         recipe_file: a TOML recipe (``[[compress]]`` tables); default ``edgekit.toml`` beside a
             ``file.py:factory`` model when that file exists.
+        max_drop: overrides the profile's ``[budget]`` bound on what compression may cost
+            against the original model (``MaxDrop.parse("2pp")``, ``"cos:0.99"``, ``"ppl:5%"``);
+            ``None`` keeps the profile's.
     """
 
     target: str
@@ -41,6 +45,7 @@ class BuildOptions:
     seed: int = 0
     recipe: tuple[str, ...] = ()
     recipe_file: Path | None = None
+    max_drop: MaxDrop | None = None
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

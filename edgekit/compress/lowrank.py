@@ -4,7 +4,8 @@ An ``nn.Linear(in, out)`` becomes ``Linear(in, r, bias=False) -> Linear(r, out)`
 ``Conv2d`` becomes two 1x1 convs). That saves parameters and MACs only when
 ``r * (in + out) < in * out``, so layers where it would not are left alone. Truncating the
 SVD is the best rank-r approximation in the Frobenius norm (Eckart-Young); the error it
-leaves is usually recovered by a short distillation from the original model.
+leaves is recovered by fine-tuning the factorized model (``finetune_epochs``, on the labels or
+against the teacher's outputs) or by a following distillation step.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from edgekit.compress.data import TrainData
 from edgekit.compress.errors import RecipeError
+from edgekit.compress.training import check_epochs, fit
 
 
 class RankRule(str, Enum):
@@ -37,11 +39,18 @@ class LowRankOptions:
         rule: rank by retained energy or by a fraction of the full rank.
         value: in (0, 1): the energy fraction (e.g. 0.9) or the rank ratio (e.g. 0.5).
         skip: names of modules never factorized (e.g. a tiny classifier head).
+        finetune_epochs: epochs of fine-tuning after factorizing; 0 = factorize only.
+            ``None`` = not chosen: the build fine-tunes for
+            :data:`~edgekit.compress.training.DEFAULT_FINETUNE_EPOCHS` when the model comes
+            with training data, else 0; this library on its own reads ``None`` as 0.
+        lr: Adam learning rate of the fine-tuning.
     """
 
     rule: RankRule = RankRule.ENERGY
     value: float = 0.9
     skip: tuple[str, ...] = ()
+    finetune_epochs: int | None = None
+    lr: float = 1e-3
 
     def __post_init__(self) -> None:
         try:
@@ -52,6 +61,9 @@ class LowRankOptions:
         if not 0.0 < float(self.value) < 1.0:
             raise RecipeError(f"lowrank: {self.rule.value}={self.value} is out of range; give a "
                               "fraction in (0, 1), e.g. energy 0.9 or ratio 0.5")
+        check_epochs("lowrank", self.finetune_epochs)
+        if not self.lr > 0:
+            raise RecipeError(f"lowrank: lr={self.lr} must be > 0")
 
 
 def eligible_layers(model: nn.Module) -> list[str]:
@@ -71,6 +83,8 @@ def validate(options: LowRankOptions, model: nn.Module, data: TrainData | None =
     names = eligible_layers(model)
     if not names:
         raise RecipeError("lowrank needs nn.Linear or 1x1 Conv2d layers; this model has none")
+    if (options.finetune_epochs or 0) > 0 and data is None:
+        raise RecipeError("lowrank: finetune_epochs > 0 needs training data; pass data or set finetune_epochs=0")
     modules = dict(model.named_modules())
     for name in options.skip:
         if name not in modules:
@@ -88,10 +102,11 @@ def choose_rank(s: torch.Tensor, options: LowRankOptions) -> int:
     return min(full, int((energy < options.value - 1e-12).sum()) + 1)
 
 
-def apply(model: nn.Module, options: LowRankOptions, data: TrainData | None = None,
-          ) -> tuple[nn.Module, dict[str, Any]]:
-    """Factorize a copy of ``model``; returns ``(model, report)``. ``data`` is unused
-    (recovery is the job of a following distillation step) and accepted for symmetry."""
+def apply(model: nn.Module, options: LowRankOptions, data: TrainData | None = None, *,
+          teacher: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Factorize a copy of ``model``, then fine-tune it for ``finetune_epochs`` on ``data``
+    (its labels, else ``teacher``'s outputs; ``teacher`` defaults to ``model``, the model as it
+    was before factorizing); returns ``(model, report)``."""
     validate(options, model, data)
     out = copy.deepcopy(model).eval()
     layers: dict[str, dict[str, Any]] = {}
@@ -99,10 +114,18 @@ def apply(model: nn.Module, options: LowRankOptions, data: TrainData | None = No
         if name in options.skip:
             continue
         layers[name] = _factorize_layer(out, name, options)
+    history: list[float] = []
+    if (options.finetune_epochs or 0) > 0 and any(r["factorized"] for r in layers.values()):
+        from edgekit.compress.pruning import finetune_loss
+
+        history = fit(out, data, epochs=options.finetune_epochs, lr=options.lr,
+                      loss_fn=finetune_loss(data, teacher if teacher is not None else model))
     before = sum(r["params_before"] for r in layers.values())
     after = sum(r["params_after"] for r in layers.values())
     report = {
-        "options": {"rule": options.rule.value, "value": options.value, "skip": list(options.skip)},
+        "options": {"rule": options.rule.value, "value": options.value, "skip": list(options.skip),
+                    "finetune_epochs": options.finetune_epochs, "lr": options.lr},
+        "finetune_loss": history,
         "layers": layers,
         "factorized": sorted(n for n, r in layers.items() if r["factorized"]),
         "params_before": before, "params_after": after,

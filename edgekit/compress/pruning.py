@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 from edgekit.compress.data import TrainData
 from edgekit.compress.errors import RecipeError, require
 from edgekit.compress.metrics import count_macs, count_params, run_with_hooks, sparsity_report
-from edgekit.compress.training import LossFn, fit, supervised_loss, teacher_loss
+from edgekit.compress.training import LossFn, check_epochs, fit, supervised_loss, teacher_loss
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -60,7 +60,9 @@ class PruneOptions:
             for unstructured, linear in Torch-Pruning for structured), each step followed
             by ``finetune_epochs`` of fine-tuning.
         finetune_epochs: epochs of fine-tuning after each step; needs labelled data or a
-            teacher. 0 = prune only.
+            teacher. 0 = prune only. ``None`` = not chosen: the build fine-tunes for
+            :data:`~edgekit.compress.training.DEFAULT_FINETUNE_EPOCHS` when the model comes
+            with training data, else 0; this library on its own reads ``None`` as 0.
         lr: Adam learning rate of the fine-tuning.
         round_to: structured only: keep a multiple of this many channels in each layer
             (4 or 8 match the SIMD width of ARM NEON / x86 kernels). ``None`` = no rounding.
@@ -72,7 +74,7 @@ class PruneOptions:
     ratio: float = 0.5
     scope: PruneScope | None = None
     steps: int = 1
-    finetune_epochs: int = 0
+    finetune_epochs: int | None = None
     lr: float = 1e-3
     round_to: int | None = None
     ignored_layers: tuple[str, ...] | None = None
@@ -109,8 +111,7 @@ def check_options(o: PruneOptions) -> None:
                           "e.g. 0.3 to remove 30% of the channels/weights")
     if o.steps < 1:
         raise RecipeError(f"prune: steps={o.steps} must be >= 1")
-    if o.finetune_epochs < 0:
-        raise RecipeError(f"prune: finetune_epochs={o.finetune_epochs} must be >= 0")
+    check_epochs("prune", o.finetune_epochs)
     if o.lr <= 0:
         raise RecipeError(f"prune: lr={o.lr} must be > 0")
     if o.round_to is not None and o.round_to < 1:
@@ -132,7 +133,7 @@ def validate(options: PruneOptions, model: nn.Module, data: TrainData | None = N
                               f"known prunable layers: {', '.join(_prunable_names(model)[:8])}")
     if not _prunable_names(model):
         raise RecipeError("prune needs nn.Conv*/nn.Linear layers; this model has none")
-    if options.finetune_epochs > 0 and not _can_finetune(data, teacher):
+    if (options.finetune_epochs or 0) > 0 and not _can_finetune(data, teacher):
         raise RecipeError("prune: finetune_epochs > 0 needs training data with labels, or "
                           "inputs plus a teacher model; pass data or set finetune_epochs=0")
     if options.kind is PruneKind.STRUCTURED and example_inputs is None and data is None:
@@ -163,7 +164,7 @@ def apply(model: nn.Module, options: PruneOptions, data: TrainData | None = None
         example_inputs = data.example_inputs()
     pruned = copy.deepcopy(model).eval()
     before = {"params": count_params(pruned), "macs": count_macs(pruned, example_inputs)}
-    loss = _finetune_loss(data, teacher) if options.finetune_epochs > 0 else None
+    loss = finetune_loss(data, teacher) if (options.finetune_epochs or 0) > 0 else None
     if options.kind is PruneKind.UNSTRUCTURED:
         history = _unstructured(pruned, options, data, loss)
     else:
@@ -183,7 +184,8 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}
 
 
-def _finetune_loss(data: TrainData | None, teacher: nn.Module | None) -> LossFn:
+def finetune_loss(data: TrainData | None, teacher: nn.Module | None) -> LossFn:
+    """Fine-tuning loss: the labels when the data has them, else the teacher's outputs."""
     assert data is not None
     if data.has_labels:
         return supervised_loss(data.resolved_task)

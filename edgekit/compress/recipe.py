@@ -316,7 +316,7 @@ def _run_step(step: Step, model: nn.Module, teacher: nn.Module, data: TrainData 
     if m is Method.PRUNE:
         return pruning.apply(model, o, data, teacher=teacher, example_inputs=example_inputs)
     if m is Method.LOWRANK:
-        return lowrank.apply(model, o, data)
+        return lowrank.apply(model, o, data, teacher=teacher)
     if m is Method.DISTILL:
         return distill.apply(model, o, data, teacher=teacher)
     return qat.apply(model, o, data, teacher=teacher)

@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from edgekit.compress.data import Inputs, Task, TrainData, call, iterate_minibatches, num_samples, seeded_generator
+from edgekit.compress.errors import RecipeError
 from edgekit.compress.metrics import first_tensor
+
+#: fine-tuning epochs after prune and lowrank when the model comes with training data and the
+#: recipe does not set finetune_epochs. Measured on the digits example (1,437 labelled train
+#: images, rpi4's channel multiple, seed 0), structured 0.5 -> top-1 drop on the 360 eval images:
+#: 0 epochs 82.78 pp, 5: 1.11 pp, 10: 0.83 pp, 20: 0.28 pp (about 3 s on 2 loaded cores), 30: 0.56 pp.
+DEFAULT_FINETUNE_EPOCHS = 20
 
 # (model, x batch (a tensor or a tuple of them), y batch or None) -> scalar loss
 LossFn = Callable[[nn.Module, Inputs, "torch.Tensor | None"], torch.Tensor]
@@ -67,6 +74,12 @@ def fit(
         history.append(total / max(batches, 1))
     model.eval()
     return history
+
+
+def check_epochs(method: str, epochs: int | None) -> None:
+    """Reject a negative or non-integer ``finetune_epochs`` (``None``: not chosen)."""
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+        raise RecipeError(f"{method}: finetune_epochs={epochs!r} must be a whole number >= 0")
 
 
 def _zero_masks(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -2,9 +2,11 @@
 PyTorch model before export, with the calibration set's labelled splits as training data.
 
 The methods live in :mod:`edgekit.compress`; this stage turns build inputs into their data,
-applies the target's channel multiple to structured pruning, and measures every step: the
-library's figures (params, MACs, accuracy, cosine, sparsity) plus real fp32 ONNX bytes and
-onnxruntime host latency of the model after the step.
+applies the target's channel multiple to structured pruning, fine-tunes prune and lowrank by
+default when the model comes with training data, and measures every step: the library's figures
+(params, MACs, accuracy, cosine, sparsity; perplexity for language models) plus real fp32 ONNX
+bytes and onnxruntime host latency of the model after the step. The result is then judged
+against the original model by the quality budget (:mod:`edgekit.budget`) before any conversion.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.budget import Metric, describe, judge
 from edgekit.context import BuildContext, Reporter
-from edgekit.errors import UnsupportedError
+from edgekit.errors import MaxDropError, UnsupportedError
 from edgekit.options import BuildOptions
 from edgekit.stages.base import Stage
 
@@ -30,6 +33,9 @@ def load_recipe(options: BuildOptions):
     if recipe is not None and recipe.steps and options.model and options.model.endswith(".onnx"):
         raise UnsupportedError("compression needs a PyTorch model; this build starts from ONNX",
                                "pass file.py:factory or a .pt2, or drop the compression options")
+    if options.max_drop is not None and (recipe is None or not recipe.steps):
+        raise MaxDropError(f"--max-drop {options.max_drop} bounds what compression costs, but this build compresses nothing",
+                           "drop --max-drop, or add a step such as --prune structured:0.5")
     return recipe
 
 
@@ -159,13 +165,75 @@ def _with_channel_multiple(recipe, multiple: int):
     return Recipe(tuple(steps))
 
 
+def _with_default_finetune(recipe, epochs: int):
+    """Prune and lowrank steps that leave ``finetune_epochs`` unset get ``epochs``."""
+    from edgekit.compress import Method, Recipe
+
+    steps = []
+    for step in recipe.steps:
+        if step.method in (Method.PRUNE, Method.LOWRANK) and step.options.finetune_epochs is None:
+            step = dataclasses.replace(step, options=dataclasses.replace(step.options, finetune_epochs=epochs))
+        steps.append(step)
+    return Recipe(tuple(steps))
+
+
+def _defaulted(recipe) -> set[str]:
+    """The methods whose ``finetune_epochs`` the user left to the build."""
+    return {s.method.value for s in recipe.steps if getattr(s.options, "finetune_epochs", 0) is None}
+
+
+def default_finetune_epochs(ctx: BuildContext, data) -> int:
+    """Fine-tuning epochs for prune/lowrank steps that do not set them: the model file's
+    ``train_data`` hook or a labelled train split is there to recover what compression
+    costs; with calibration inputs only (a hundred-odd samples) the default stays 0 and the
+    quality budget judges the result."""
+    from edgekit.compress.training import DEFAULT_FINETUNE_EPOCHS
+
+    return DEFAULT_FINETUNE_EPOCHS if "train_data" in ctx.hooks or data.has_labels else 0
+
+
+def budget_metric(ctx: BuildContext, data) -> Metric:
+    """The one figure that judges this model: the metric of its task."""
+    from edgekit.compress import Task
+
+    if ctx.task == "lm":
+        return Metric.PPL_INCREASE
+    _, y = data.eval_split()
+    return Metric.TOP1_DROP if y is not None and data.resolved_task is Task.CLASSIFICATION else Metric.COSINE
+
+
+def _budget_bound(ctx: BuildContext, metric: Metric) -> tuple[float | None, str]:
+    """The bound and where it comes from; a ``--max-drop`` for another metric is refused."""
+    override = ctx.options.max_drop
+    if override is None:
+        return getattr(ctx.profile.budget, metric.budget_field), f"{ctx.profile.name} profile budget"
+    if override.metric is not metric:
+        example = {Metric.TOP1_DROP: "2pp", Metric.COSINE: "cos:0.95", Metric.PPL_INCREASE: "ppl:10%"}[metric]
+        raise MaxDropError(f"--max-drop {override} bounds {override.metric.value}, but this model is judged by "
+                           f"{metric.value}", f"pass e.g. --max-drop {example}")
+    return override.bound, f"--max-drop {override}"
+
+
 def _measure_step(model, ctx: BuildContext, data) -> dict:
-    """Bytes and latency of one step's model, plus the user's ``evaluate`` metrics if defined."""
+    """Bytes and latency of one step's model, its perplexity for a language model, plus the
+    user's ``evaluate`` metrics if defined."""
     out = _export_and_time(model, ctx)
+    if ctx.task == "lm":
+        out["perplexity"] = _perplexity(model, data)
     if "evaluate" in ctx.hooks:
         x, y = data.eval_split()
         out["user_metrics"] = {k: float(v) for k, v in ctx.hooks["evaluate"](model.eval(), x, y).items()}
     return out
+
+
+def _perplexity(model, data) -> float:
+    """Perplexity on the eval windows (the first input holds the token ids)."""
+    from edgekit.compress.data import as_tuple
+    from edgekit.compress.metrics import model_output
+    from edgekit.metrics import causal_lm_perplexity
+
+    x, _ = data.eval_split()
+    return causal_lm_perplexity(model_output(model, x).numpy(), as_tuple(x)[0].numpy())
 
 
 def _export_and_time(model, ctx: BuildContext, runs: int = 30) -> dict:
@@ -200,6 +268,13 @@ class Compress(Stage):
 
         recipe = _with_channel_multiple(ctx.recipe, ctx.profile.compress.channel_multiple)
         data = train_data(ctx)
+        metric = budget_metric(ctx, data)
+        bound, source = _budget_bound(ctx, metric)  # a --max-drop for another metric: refused before work
+        defaulted, epochs = _defaulted(recipe), default_finetune_epochs(ctx, data)
+        recipe = _with_default_finetune(recipe, epochs)
+        for method in sorted(defaulted):
+            ctx.reporter.info(f"{method}: finetune_epochs={epochs} by default "
+                              f"({'the model comes with training data' if epochs else 'no training data'}; set it to change)")
         validate(recipe, ctx.model, data, example_inputs=ctx.example_inputs)  # refuse before any work
         measured: list[dict] = []
         model, reports = run(recipe, ctx.model, data, example_inputs=ctx.example_inputs,
@@ -210,8 +285,12 @@ class Compress(Stage):
         ctx.model = model.eval()
         ctx.compression = [{**r.to_dict(), **m} for r, m in zip(reports, measured)]
         for r in ctx.compression:
+            if r["method"] in defaulted:
+                r["defaulted"] = ["finetune_epochs"]  # chosen by the build, not the recipe
             acc = f"top-1 {r['accuracy'] * 100:.2f}%" if r["accuracy"] is not None else f"cosine {r['cosine']:.4f}"
             ctx.reporter.info(f"{r['method']:>9}: {r['params']:,} params, {acc}, {r['onnx_fp32_bytes'] / 1e3:.1f} KB fp32")
+        judge(ctx.compression, metric, bound, source)  # raises before any conversion work
+        ctx.reporter.info(f"   budget: {describe(ctx.compression[-1]['budget'])}: kept")
 
 
 def _plain(model):

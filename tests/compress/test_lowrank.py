@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -93,3 +95,34 @@ def test_bad_options_are_rejected(kwargs: dict, message: str) -> None:
 def test_unknown_skip_name_is_rejected() -> None:
     with pytest.raises(RecipeError, match="skip names 'fc', which is not a module"):
         lowrank.apply(nn.Sequential(nn.Linear(4, 4)), LowRankOptions(skip=("fc",)))
+
+
+def test_finetune_recovers_what_factorizing_cost(digits) -> None:
+    from edgekit.compress.metrics import evaluate_top1
+
+    from .conftest import train
+
+    torch.manual_seed(0)
+    mlp = train(nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                              nn.Linear(128, 10)), digits, epochs=10)
+    x, y = digits.eval_split()
+    base = evaluate_top1(mlp, x, y)
+    options = LowRankOptions(rule="ratio", value=0.05, skip=("5",))  # ranks 4 and 7 (measured: 0.97 -> 0.64)
+    cut, report = lowrank.apply(mlp, options, digits)
+    tuned, tuned_report = lowrank.apply(mlp, dataclasses.replace(options, finetune_epochs=5), digits)  # 0.91
+    assert report["finetune_loss"] == [] and len(tuned_report["finetune_loss"]) == 5
+    assert tuned_report["factorized"] == report["factorized"] == ["1", "3"]
+    assert evaluate_top1(cut, x, y) < base - 0.2
+    assert evaluate_top1(tuned, x, y) > evaluate_top1(cut, x, y) + 0.2
+    assert evaluate_top1(tuned, x, y) >= base - 0.08
+
+
+@pytest.mark.parametrize("epochs", [-1, 1.5, True])
+def test_bad_finetune_epochs_are_rejected(epochs) -> None:
+    with pytest.raises(RecipeError, match="finetune_epochs"):
+        LowRankOptions(finetune_epochs=epochs)
+
+
+def test_finetune_without_data_is_rejected() -> None:
+    with pytest.raises(RecipeError, match="finetune_epochs > 0 needs training data"):
+        lowrank.apply(nn.Sequential(nn.Linear(64, 64)), LowRankOptions(finetune_epochs=1), None)

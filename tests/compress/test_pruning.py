@@ -102,10 +102,19 @@ def test_default_ignored_layer_is_the_output_layer(trained_cnn: TinyCNN) -> None
     ({"kind": "random"}, "kind='random' is not one of 'unstructured', 'structured'"),
     ({"kind": "unstructured", "round_to": 8}, "round_to only applies to structured pruning"),
     ({"round_to": 0}, "round_to=0 must be a channel count >= 1"),
+    ({"finetune_epochs": -1}, "finetune_epochs=-1 must be a whole number >= 0"),
+    ({"finetune_epochs": 2.5}, "finetune_epochs=2.5 must be a whole number"),
 ])
 def test_bad_options_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         PruneOptions(**kwargs)
+
+
+def test_unset_finetune_epochs_means_prune_only_in_the_library(trained_cnn: TinyCNN, digits: TrainData) -> None:
+    """``None`` leaves the choice to the build (which fine-tunes when it has training data)."""
+    assert PruneOptions().finetune_epochs is None
+    _, report = pruning.apply(trained_cnn, PruneOptions(kind="unstructured", ratio=0.5), digits)
+    assert report["finetune_loss"] == [] and report["options"]["finetune_epochs"] is None
 
 
 def test_bad_context_is_rejected_before_work(trained_cnn: TinyCNN, digits: TrainData) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.budget import MaxDrop, Metric
 from edgekit.compress.data import TrainData, padding_trim_is_exact, trim_to_mask
 from edgekit.compress.distill import DistillOptions, apply
 from edgekit.compress.metrics import output_cosine
@@ -27,8 +28,9 @@ def student_bundle(tmp_path_factory, build_bundle, text_subset):
     out = folder / "bundle"
     recipe = ("distill=epochs=4,student=depth,container=layers,keep_blocks=0+2,output_loss=cosine,lr=0.003,"
               "batch_size=32",)
+    # a two-block student keeps less than the profile budget's 0.98 cosine: accepted down to 0.9
     return out, build_bundle(out, "host", f"{folder / 'tiny_encoder.py'}:factory", recipe=recipe,
-                             calibration=str(text_subset(50)), latency_runs=0)
+                             calibration=str(text_subset(50)), latency_runs=0, max_drop=MaxDrop(Metric.COSINE, 0.9))
 
 
 def test_two_input_depth_student_is_distilled_in_a_build(student_bundle):
@@ -91,7 +93,7 @@ def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bu
     text = text_subset(TRAIN_FRACTION)
     out = tmp_path / "student"
     manifest = build_bundle(out, "rpi4", "edgekit/examples/minilm.py:factory", recipe=(MINILM_RECIPE,),
-                            calibration=str(text), latency_runs=0)
+                            calibration=str(text), latency_runs=0, max_drop=MaxDrop(Metric.COSINE, 0.8))
     steps = {s["method"]: s for s in manifest["compression"]}
     original, distill = steps["original"], steps["distill"]
     assert distill["details"]["student"]["dropped"] == [1, 3, 5]
