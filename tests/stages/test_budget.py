@@ -42,7 +42,7 @@ def test_a_profile_budget_table_is_read_and_checked(tmp_path):
 
     data = tomllib.loads((targets_dir() / "rpi4.toml").read_text())
     assert parse_target({**data, "budget": {"max_top1_drop_pp": 0.25}}, "x.toml").budget.max_top1_drop_pp == 0.25
-    with pytest.raises(TargetError, match=r"x.toml.budget: unknown key\(s\) \['max_drop'\]"):
+    with pytest.raises(TargetError, match=r"x.toml: budget: unknown key\(s\) \['max_drop'\]"):
         parse_target({**data, "budget": {"max_drop": 2}}, "x.toml")
 
 
