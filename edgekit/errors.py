@@ -63,3 +63,15 @@ class BenchError(EdgekitError):
 
 class EmulationError(EdgekitError):
     """The emulated (qemu user-mode) device userland cannot be prepared or run."""
+
+
+class OutputBusyError(EdgekitError):
+    """Another build holds the lock on this output folder."""
+
+
+class OutputLocationError(EdgekitError):
+    """The output folder's parent cannot be written (read-only, permission denied)."""
+
+
+class DiskFullError(EdgekitError):
+    """The disk (or quota) holding the output folder ran out of space during the build."""
