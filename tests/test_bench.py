@@ -6,8 +6,8 @@ this machine, so the tests can also check that the remote temporary folder is go
 from __future__ import annotations
 
 import getpass
-import hashlib
 import glob
+import hashlib
 import json
 import os
 import shutil
