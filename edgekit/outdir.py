@@ -86,7 +86,8 @@ def remove_stale(out: Path) -> list[Path]:
 
 def make_staging(out: Path) -> Path:
     """A fresh staging folder beside ``out`` with ``bundle/``, ``scratch/`` and the owner's pid."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    # absolute: converters run with their own working folder inside it
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent.resolve()))
     owner = {"pid": os.getpid(), "started": _start_time(os.getpid())}
     (staging / OWNER_FILE).write_text(json.dumps(owner) + "\n", encoding="utf-8")
     (staging / "bundle").mkdir()
