@@ -89,9 +89,13 @@ def make_staging(out: Path) -> Path:
     # absolute: converters run with their own working folder inside it
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent.resolve()))
     owner = {"pid": os.getpid(), "started": _start_time(os.getpid())}
-    (staging / OWNER_FILE).write_text(json.dumps(owner) + "\n", encoding="utf-8")
-    (staging / "bundle").mkdir()
-    (staging / "scratch").mkdir()
+    try:
+        (staging / OWNER_FILE).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        (staging / "bundle").mkdir()
+        (staging / "scratch").mkdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 
@@ -120,8 +124,9 @@ def locked(out: Path) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # only for the refusal message; a full disk is reported later
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):

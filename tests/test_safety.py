@@ -310,3 +310,50 @@ def test_sigkilled_build_leaves_only_staging_and_its_converters_die(tmp_path, ti
     assert again.returncode == 0, again.stderr
     assert len(json.loads((out / "manifest.json").read_text())["artifacts"]) == 4
     assert _leftovers(tmp_path) == [], "the dead build's staging folder was not removed"
+
+
+# ----------------------------------------------------------------------------- read-only and full disks
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root); skipped elsewhere, but CI must be able to run it."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs ({done.stderr.strip()}): run as root to test read-only and full disks"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_read_only_out_parent_is_refused_before_any_work(small_disk, tmp_path, tiny_model_file):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = edgekit("build", f"{tiny_model_file}:factory", *BUILD, "--out", str(small_disk / "dist" / "out"), cwd=tmp_path)
+    assert_one_line_error(result, str(small_disk), "read-only file system")
+    assert "loading the model" not in result.stderr
+    assert list(small_disk.iterdir()) == []
+
+
+def _fill(disk: Path, leave: int) -> None:
+    free = shutil.disk_usage(disk).free
+    with open(disk / "filler", "wb") as handle:
+        handle.write(b"\0" * max(free - leave, 0))
+    assert shutil.disk_usage(disk).free <= leave
+
+
+@pytest.mark.parametrize("free_kib", [0, pytest.param(40, marks=pytest.mark.slow), pytest.param(250, marks=pytest.mark.slow)])
+def test_full_disk_is_one_line_and_keeps_the_earlier_bundle(free_kib, small_disk, tmp_path, tiny_model_file):
+    out = small_disk / "out"
+    out.mkdir()
+    earlier = {"manifest.json": b'{"schema": 1, "artifacts": []}', "model_fp32.tflite": b"earlier bytes"}
+    for name, data in earlier.items():
+        (out / name).write_bytes(data)
+    _fill(small_disk, free_kib * 1024)
+    result = edgekit("build", f"{tiny_model_file}:factory", *BUILD, "--out", str(out), "--force", cwd=tmp_path)
+    assert_one_line_error(result, f"the disk holding {small_disk}", "is full", "no earlier bundle was touched")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "out"], "half-written files left behind"
+    stages = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    print(f"free {free_kib} KiB: failed after {stages[-1] if stages else 'no stage'}")
