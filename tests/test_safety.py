@@ -352,7 +352,8 @@ def _fill(disk: Path, leave: int) -> None:
     assert shutil.disk_usage(disk).free <= leave
 
 
-@pytest.mark.parametrize("free_kib", [0, pytest.param(40, marks=pytest.mark.slow), pytest.param(250, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("free_kib", [0, pytest.param(40, marks=pytest.mark.slow), pytest.param(250, marks=pytest.mark.slow),
+                                      pytest.param(310, marks=pytest.mark.slow)])
 def test_full_disk_is_one_line_and_keeps_the_earlier_bundle(free_kib, small_disk, tmp_path, tiny_model_file):
     out = small_disk / "out"
     out.mkdir()
