@@ -12,6 +12,11 @@ minimal environment: the size of the environment moves the stack, and with it th
 (measured: one extra 90-byte variable changed the .ort bytes). Builds from one installation are
 therefore byte-identical whoever starts them; a different install path can still change .ort bytes.
 
+Paths are passed relative to the tool's working folder: argv, like the environment, moves the
+stack, and the working folder sits in the build's staging folder beside ``--out`` (measured: the
+same conversion in two folders of different path length gave two .ort sha256s; with relative
+arguments, one).
+
 Why the child dies with the build: a build killed by SIGKILL (or the OOM killer) runs no cleanup,
 and an orphaned onnx2tf would keep writing into the dead build's staging folder. On Linux the
 child asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``); it also gets its
@@ -65,13 +70,21 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _relative(args: list[str], cwd: Path) -> list[str]:
+    """Absolute path arguments rewritten relative to ``cwd`` (when ``cwd`` has no symlinks, so
+    ``..`` means the same to the kernel as it does lexically)."""
+    if os.path.realpath(cwd) != os.path.abspath(cwd):
+        return list(args)
+    return [os.path.relpath(a, cwd) if os.path.isabs(a) else a for a in args]
+
+
 def run_tool(code: str, args: list[str], cwd: Path, what: str, hint: str) -> str:
     """Run ``python -c code args...`` in ``cwd``; return its output or raise ConversionError
     with the last lines of the tool's log."""
     env = {key: os.environ[key] for key in _KEPT_ENV if key in os.environ}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": "", "LC_ALL": "C.UTF-8"})
     linux = sys.platform.startswith("linux")
-    with subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    with subprocess.Popen([sys.executable, "-c", code, *_relative(args, cwd)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
                           preexec_fn=_child_setup(os.getpid()) if linux else None) as proc:
         try:

@@ -155,7 +155,8 @@ def prepare_parent(out: Path) -> None:
     except OSError as exc:
         raise location_error(exc, out) from None
     if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise OutputLocationError(f"cannot write in {out.parent} (permission denied)",
+        read_only = os.statvfs(out.parent).f_flag & os.ST_RDONLY
+        raise OutputLocationError(f"cannot write in {out.parent} ({'read-only file system' if read_only else 'permission denied'})",
                                   "choose an --out in a folder you can write")
 
 

@@ -144,13 +144,28 @@ def test_archive_members_outside_a_plain_program_are_refused(plain_pt2, tmp_path
         load_exported_program(crafted)
 
 
-@pytest.mark.parametrize("content", [b"not a zip at all", "broken json"])
+def _drop(src: Path, dst: Path, member: str) -> Path:
+    with zipfile.ZipFile(src) as archive, zipfile.ZipFile(dst, "w") as out:
+        for info in archive.infolist():
+            if not info.filename.endswith(f"/{member}"):
+                out.writestr(info, archive.read(info))
+    return dst
+
+
+def test_pt2_without_a_sample_inputs_member_loads(plain_pt2, tmp_path):
+    program, example = load_exported_program(_drop(plain_pt2, tmp_path / "nosample.pt2", "data/sample_inputs/model.pt"))
+    assert tuple(program.module()(*example).shape) == (1, 10)
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", "broken json", "missing weight"])
 def test_bad_pt2_is_one_line_without_torch_log(plain_pt2, tmp_path, content):
     bad = tmp_path / "bad.pt2"
     if isinstance(content, bytes):
         bad.write_bytes(content)
-    else:  # a real archive whose graph torch cannot read: torch logs a traceback for it
+    elif content == "broken json":
         _rewrite(plain_pt2, bad, {"models/model.json": b"{\"graph_module\": 1}"})
+    else:  # torch.export.load logs "Ran into the following error" with a traceback for this one
+        _drop(plain_pt2, bad, "data/weights/weight_0")
     result = edgekit("build", str(bad), *BUILD, "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "bad.pt2", "not a loadable exported program")
@@ -337,9 +352,10 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_read_only_out_parent_is_refused_before_any_work(small_disk, tmp_path, tiny_model_file):
+@pytest.mark.parametrize("out", ["out", "dist/out"])  # the parent exists / must be created
+def test_read_only_out_parent_is_refused_before_any_work(out, small_disk, tmp_path, tiny_model_file):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    result = edgekit("build", f"{tiny_model_file}:factory", *BUILD, "--out", str(small_disk / "dist" / "out"), cwd=tmp_path)
+    result = edgekit("build", f"{tiny_model_file}:factory", *BUILD, "--out", str(small_disk / out), cwd=tmp_path)
     assert_one_line_error(result, str(small_disk), "read-only file system")
     assert "loading the model" not in result.stderr
     assert list(small_disk.iterdir()) == []
