@@ -258,7 +258,7 @@ def make_bundle(out_dir: Path, kind: str = "tiny", samples: int = 32, threads: i
         "task": "classification",
         "inputs": [{"name": "input", "shape": shape_in, "dtype": "float32", "layout": "NCHW"}],
         "outputs": [{"name": "logits", "shape": shape_out, "dtype": "float32"}],
-        "golden": {"file": "golden.npz", "samples": int(len(golden_x))},
+        "golden": {"file": "golden.npz", "samples": int(len(golden_x)), "sha256": _sha256(out_dir / "golden.npz")},
         "runtime_defaults": {"tflite": {"delegate": "xnnpack", "threads": threads},
                              "ort": {"provider": "CPUExecutionProvider", "threads": threads}},
         "artifacts": artifacts, "extra_files": [],

@@ -77,3 +77,15 @@ class QualityBudgetError(EdgekitError):
     """Compression cost more quality, against the original model, than the budget allows."""
 
     exit_code = 4
+
+
+class OutputBusyError(EdgekitError):
+    """Another build holds the lock on this output folder."""
+
+
+class OutputLocationError(EdgekitError):
+    """The output folder's parent cannot be written (read-only, permission denied)."""
+
+
+class DiskFullError(EdgekitError):
+    """The disk (or quota) holding the output folder ran out of space during the build."""

@@ -74,6 +74,8 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as exc:  # a model file must not end the build silently with its own exit code
+        raise ModelSpecError(f"importing {path} called sys.exit({exc.code!r})", "a model file must not exit; fix it") from None
     except Exception as exc:  # the user's code: report it as their error, in one line
         raise ModelSpecError(f"importing {path} failed: {type(exc).__name__}: {exc}", "fix the model file") from exc
     return module
@@ -88,6 +90,8 @@ def _from_factory_module(module: Any, attr: str, label: str) -> LoadedModel:
                              "name a function that returns an nn.Module or (module, example_inputs)")
     try:
         result = factory()
+    except SystemExit as exc:
+        raise ModelSpecError(f"{label}: {attr}() called sys.exit({exc.code!r})", "return the model instead of exiting") from None
     except Exception as exc:
         raise ModelSpecError(f"{label}: {attr}() raised {type(exc).__name__}: {exc}", "fix the factory") from exc
     model, example = (result if isinstance(result, tuple) else (result, ()))
@@ -101,17 +105,12 @@ def _from_factory_module(module: Any, attr: str, label: str) -> LoadedModel:
 
 
 def _load_pt2(path: Path) -> LoadedModel:
-    import torch
+    from edgekit.pt2 import load_exported_program
 
     if not path.is_file():
         raise ModelSpecError(f"exported program {path} does not exist", "check the path")
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:
-        raise ModelSpecError(f"{path} is not a loadable exported program: {type(exc).__name__}",
-                             "save it with torch.export.save(torch.export.export(model, args), path)") from exc
-    args, _ = program.example_inputs or ((), {})
-    return LoadedModel(str(path), program.module(), tuple(args))
+    program, example = load_exported_program(path)  # nothing in the archive is unpickled
+    return LoadedModel(str(path), program.module(), example)
 
 
 def _load_onnx(path: Path) -> LoadedModel:

@@ -1,21 +1,24 @@
 """The build: load a profile, run the stages in order, move the finished bundle into place.
 
-The bundle is written to a temporary sibling folder and renamed into ``--out`` only when every
-stage succeeded: a failed build leaves nothing behind and never touches an earlier bundle.
+The bundle is written inside a staging folder beside ``--out`` (see :mod:`edgekit.outdir`) and
+renamed into place only when every stage succeeded: a failed build leaves nothing behind and never
+touches an earlier bundle; a killed one leaves only its staging folder, which the next build into
+that ``--out`` removes.
 """
 from __future__ import annotations
 
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from edgekit import outdir
 from edgekit.context import BuildContext, Reporter, SilentReporter
-from edgekit.errors import OutputExistsError
+from edgekit.errors import ConversionError, EdgekitError
 from edgekit.options import BuildOptions
-from edgekit.targets import load_target
+from edgekit.targets import TargetProfile, load_target
 
 
 def _seed(seed: int) -> None:
@@ -28,12 +31,18 @@ def _seed(seed: int) -> None:
 
 
 def _replace(staged: Path, out: Path) -> None:
-    """Swap ``staged`` into ``out``; the old bundle is removed only after the swap."""
+    """Swap ``staged`` into ``out``; the old bundle is removed only after the swap.
+
+    Only an edgekit bundle is ever replaced: :func:`edgekit.outdir.check_out` refused anything else,
+    and it is checked again here, under the lock, right before the rename.
+    """
     umask = os.umask(0)
     os.umask(umask)
-    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be shared
+    staged.chmod(0o777 & ~umask)  # a bundle is meant to be shared, whatever made the folder
     backup = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        if out.is_symlink() or not outdir.is_bundle(out):
+            outdir.check_out(out, force=True)  # raises the one-line refusal
         backup = out.with_name(f".{out.name}.old-{int(time.time() * 1e6)}")
         out.rename(backup)
     staged.rename(out)
@@ -41,40 +50,60 @@ def _replace(staged: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _run_stages(ctx: BuildContext) -> None:
+    from edgekit.stages import STAGES
+
+    for stage_cls in STAGES:
+        stage = stage_cls()
+        if stage.applies(ctx):
+            ctx.reporter.stage(stage.name, stage.description)
+            start = time.perf_counter()
+            stage.run(ctx)
+            ctx.timings[stage.name] = round(time.perf_counter() - start, 3)
+
+
+def _staged_build(options: BuildOptions, profile: TargetProfile, out: Path, reporter: Reporter, recipe: Any) -> dict:
+    """Run every stage in a fresh staging folder, move the bundle into ``out``, return its manifest."""
+    from edgekit.stages.bundle import manifest
+
+    outdir.remove_stale(out)
+    try:
+        staging = outdir.make_staging(out)
+    except OSError as exc:
+        raise outdir.location_error(exc, out) from None
+    ctx = BuildContext(options, profile, staging / "bundle", staging / "scratch", reporter, recipe=recipe)
+    try:
+        _run_stages(ctx)
+        result = manifest(ctx)  # while the bundle's files are still where the context says
+        shutil.rmtree(ctx.scratch_dir, ignore_errors=True)  # before the rename: frees space, keeps it out of sight
+        _replace(ctx.bundle_dir, out)
+    except Exception as exc:
+        # a full disk surfaces as anything (a converter's exit 1, a C++ error); user errors and
+        # verdicts stay what they are
+        if isinstance(exc, EdgekitError) and not isinstance(exc, ConversionError) or not outdir.is_disk_full(exc, staging):
+            raise
+        raise outdir.disk_full(out) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result["timings_s"] = ctx.timings
+    return result
+
+
 def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     """Build, verify and write the bundle for ``options.target``; return the manifest.
 
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
-    from edgekit.stages import STAGES
-    from edgekit.stages.bundle import manifest
     from edgekit.stages.compress import load_recipe
 
     profile = load_target(options.target)
     recipe = load_recipe(options)  # a bad recipe is refused before any work
     out = options.out_dir(profile.name)
-    if out.exists() and not options.force:
-        raise OutputExistsError(f"{out} already exists", "pass --force to replace it, or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _seed(options.seed)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    scratch = Path(tempfile.mkdtemp(prefix="edgekit-"))
-    ctx = BuildContext(options, profile, staged, scratch, reporter or SilentReporter(), recipe=recipe)
-    try:
-        for stage_cls in STAGES:
-            stage = stage_cls()
-            if stage.applies(ctx):
-                ctx.reporter.stage(stage.name, stage.description)
-                start = time.perf_counter()
-                stage.run(ctx)
-                ctx.timings[stage.name] = round(time.perf_counter() - start, 3)
-        _replace(staged, out)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    result = manifest(ctx)
+    outdir.check_out(out, options.force)
+    outdir.prepare_parent(out)
+    with outdir.locked(out):
+        outdir.check_out(out, options.force)  # again: the holder of the lock may just have written it
+        _seed(options.seed)
+        result = _staged_build(options, profile, out, reporter or SilentReporter(), recipe)
     result["bundle_dir"] = str(out)
-    result["timings_s"] = ctx.timings
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -85,6 +86,9 @@ def test_failed_correctness_is_kept_and_marked(bundle, tmp_path):
         golden = {k: npz[k] for k in npz.files}
     golden["logits"] = golden["logits"] + 1.0  # golden references off by one: every artifact "drifts"
     np.savez(broken / "golden.npz", **golden)
+    manifest = json.loads((broken / "manifest.json").read_text())  # the runner checks golden.npz's sha256
+    manifest["golden"]["sha256"] = hashlib.sha256((broken / "golden.npz").read_bytes()).hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     (report,) = bench(broken, runner_args=[*FAST, "--artifact", "model_fp32.tflite"])
     assert report["exit_code"] == 1 and report["passed"] is False
     (r,) = report["results"]

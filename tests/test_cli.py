@@ -71,13 +71,14 @@ def test_bad_input(case, tmp_path, tiny_model_file, corrupt_onnx, wrong_calibrat
 def test_failed_build_keeps_the_earlier_bundle(tmp_path, tiny_model_file, wrong_calibration):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.json").write_text("{}")
+    earlier = '{"schema": 1, "artifacts": []}'
+    (out / "manifest.json").write_text(earlier)
     refused = edgekit("build", f"{tiny_model_file}:factory", "--target", "rpi4", "--out", str(out), cwd=tmp_path)
     assert_one_line_error(refused, "already exists", "--force")
     failed = edgekit("build", f"{tiny_model_file}:factory", "--target", "rpi4", "--out", str(out), "--force",
                      "--calibration", str(wrong_calibration), cwd=tmp_path)
     assert_one_line_error(failed, "needs [1, 1, 8, 8]")
-    assert (out / "manifest.json").read_text() == "{}"
+    assert (out / "manifest.json").read_text() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "out"]
 
 

@@ -78,15 +78,40 @@ def eprint(message: str) -> None:
 
 # ----------------------------------------------------------------------------- bundle, integrity
 def load_manifest(bundle: Path) -> dict[str, Any]:
-    """Read manifest.json; a missing or unreadable one is a usage error, not a traceback."""
+    """Read manifest.json; a missing or unreadable one is a usage error, not a traceback.
+    Every file it names is checked to stay inside the bundle before any of them is opened."""
     path = bundle / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunnerError(f"cannot read {path}: {exc}", EXIT_USAGE) from None
-    if not isinstance(manifest.get("artifacts"), list):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), list):
         raise RunnerError(f"{path}: no 'artifacts' list (not an edgekit bundle?)", EXIT_USAGE)
+    if not all(isinstance(art, dict) for art in manifest["artifacts"]):
+        raise RunnerError(f"{path}: an 'artifacts' entry is not an object: {FIX}", EXIT_USAGE)
+    for art in manifest["artifacts"]:
+        bundle_member(bundle, art.get("file"))
+    golden = manifest.get("golden")
+    if not isinstance(golden, dict):
+        raise RunnerError(f"{path}: no 'golden' entry: {FIX}", EXIT_INTEGRITY)
+    bundle_member(bundle, golden.get("file"))
     return manifest
+
+
+def bundle_member(bundle: Path, name: Any) -> Path:
+    """The path of a file the manifest names, refused unless it is a relative path that stays
+    inside the bundle, symlinks resolved: a manifest must not make the runner read other files."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise RunnerError(f"manifest file entry {name!r} is not a file name: {FIX}", EXIT_INTEGRITY)
+    parts = name.split("/")
+    if os.path.isabs(name) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise RunnerError(f"manifest file entry {name!r} leaves the bundle: {FIX}", EXIT_INTEGRITY)
+    root = bundle.resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise RunnerError(f"manifest file entry {name!r} resolves outside the bundle ({path}): {FIX}",
+                          EXIT_INTEGRITY)
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -97,26 +122,40 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_digest(name: str, path: Path, expected: Any) -> None:
+    """Fail closed: a file whose manifest entry has no sha256 is refused like a modified one."""
+    if not isinstance(expected, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+        raise RunnerError(f"{name}: the manifest gives no sha256 for it, so it cannot be checked: {FIX}",
+                          EXIT_INTEGRITY)
+    if sha256_file(path) != expected.lower():
+        raise RunnerError(f"{name}: sha256 does not match the manifest (corrupted or modified): "
+                          f"{FIX}", EXIT_INTEGRITY)
+
+
 def check_artifact(bundle: Path, art: dict[str, Any]) -> Path:
     """Refuse a missing, truncated or modified artifact BEFORE any runtime sees it: a corrupt
     model can crash a native runtime, and a wrong one gives silently meaningless numbers."""
-    name, path = art["file"], bundle / art["file"]
+    name = art.get("file")
+    path = bundle_member(bundle, name)
     if not path.is_file():
         raise RunnerError(f"{name}: missing from the bundle: {FIX}", EXIT_INTEGRITY)
     size = path.stat().st_size
     if art.get("bytes") is not None and size != int(art["bytes"]):
         raise RunnerError(f"{name}: {size} bytes but the manifest says {art['bytes']} "
                           f"(truncated or replaced): {FIX}", EXIT_INTEGRITY)
-    if art.get("sha256") and sha256_file(path) != art["sha256"].lower():
-        raise RunnerError(f"{name}: sha256 does not match the manifest (corrupted or modified): "
-                          f"{FIX}", EXIT_INTEGRITY)
+    check_digest(name, path, art.get("sha256"))
     return path
 
 
 def load_golden(bundle: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    name = (manifest.get("golden") or {}).get("file", "golden.npz")
+    entry = manifest.get("golden") or {}
+    name = entry.get("file", "golden.npz")
+    path = bundle_member(bundle, name)
+    if not path.is_file():
+        raise RunnerError(f"{name}: missing from the bundle: {FIX}", EXIT_INTEGRITY)
+    check_digest(name, path, entry.get("sha256"))
     try:
-        with np.load(bundle / name, allow_pickle=False) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (OSError, ValueError) as exc:
         raise RunnerError(f"{name}: cannot read golden data ({exc}): {FIX}", EXIT_INTEGRITY) from None
