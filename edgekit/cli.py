@@ -59,10 +59,13 @@ def main() -> None:
 @click.option("--distill", metavar="k=v[,k=v]", help="Compression: distillation from the original, e.g. epochs=3.")
 @click.option("--qat", metavar="k=v[,k=v]", help="Compression: quantization-aware training, e.g. epochs=1.")
 @click.option("--recipe", "recipe_file", type=click.Path(path_type=Path), help="Compression recipe TOML ([[compress]] tables).")
+@click.option("--verify-on", type=click.Choice(["aarch64", "none"]),
+              help="Also verify with the device's ARM kernels under qemu [default: for an aarch64 target when the emulated "
+                   "userland is already cached].")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
-          recipe_file, as_json, debug) -> None:
+          recipe_file, verify_on, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2) or an .onnx file.
@@ -81,7 +84,8 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     steps = {"share": share, "prune": prune, "lowrank": lowrank, "distill": distill, "qat": qat}
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
-                           allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file)
+                           allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file,
+                           verify_on=verify_on)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = [a["file"] for a in manifest["artifacts"] if not a["verification"].get("passed")]

@@ -27,6 +27,10 @@ class BuildOptions:
         recipe: compression steps in CLI shorthand (``prune=structured:0.5``, ``qat=epochs=1``).
         recipe_file: a TOML recipe (``[[compress]]`` tables); default ``edgekit.toml`` beside a
             ``file.py:factory`` model when that file exists.
+        verify_on: also verify every artifact inside an emulated userland of this architecture
+            (``aarch64``: the device runtimes' ARM kernels under qemu), recorded as the
+            ``arm_emulated`` verdict; ``none`` never does; None (default) does it when the target
+            is aarch64 and the emulated userland is already cached (see :mod:`edgekit.emulate`).
     """
 
     target: str
@@ -41,6 +45,7 @@ class BuildOptions:
     seed: int = 0
     recipe: tuple[str, ...] = ()
     recipe_file: Path | None = None
+    verify_on: str | None = None
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name
