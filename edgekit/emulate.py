@@ -2,7 +2,9 @@
 
 ``edgekit bench BUNDLE --emulate aarch64`` uses this to show, with no device attached, that the
 artifacts load and give the right numbers through the ARM kernels of the real device runtimes
-(the aarch64 wheels of ai-edge-litert, tflite-runtime and onnxruntime). Emulated *timings* mean
+(the aarch64 wheels of ai-edge-litert, tflite-runtime and onnxruntime); ``edgekit build
+--verify-on aarch64`` makes that a verdict of the build (:mod:`edgekit.stages.verify_emulated`),
+and does so unasked when :func:`prepared` finds the userland already cached. Emulated *timings* mean
 nothing (the emulator translates every instruction); emulated *outputs* do: int8 kernels give
 bit-identical results to x86 for the same runtime version, fp32 differs only in the last bits
 (summation order).

@@ -109,6 +109,8 @@ class VerifyEmulated(Stage):
         from edgekit.emulate import prepare, run
 
         arch = emulation_arch(ctx, artifact_flavours(ctx))
+        if ctx.options.verify_on is None:
+            ctx.reporter.info(f"automatic: the emulated {arch} userland is cached (--verify-on none skips this)")
         env = prepare(arch, runtime=artifact_flavours(ctx), progress=ctx.reporter.info)  # cached: silent
         args, notes = _runner_args(ctx)
         report = run(ctx.bundle_dir, [*RUNNER_ARGS, *args], env=env, progress=ctx.reporter.info)
@@ -123,13 +125,13 @@ class VerifyEmulated(Stage):
 def _runner_args(ctx: BuildContext) -> tuple[list[str], dict[str, str]]:
     """Runner flags that replace a delegate or provider the emulated userland cannot have, and
     per format the note saying so."""
-    defaults, args, notes = ctx.profile, [], {}
-    if defaults.tflite.delegate not in EMULATED_DELEGATES:
+    profile, args, notes = ctx.profile, [], {}  # the profile is where the manifest's runtime_defaults come from
+    if profile.tflite.delegate not in EMULATED_DELEGATES:
         args += ["--delegate", "xnnpack"]
-        notes["tflite"] = f"the {defaults.tflite.delegate} delegate is device-only: judged with XNNPACK's ARM kernels"
-    if defaults.ort.provider != EMULATED_PROVIDER:
+        notes["tflite"] = f"the {profile.tflite.delegate} delegate is device-only: judged with XNNPACK's ARM kernels"
+    if profile.ort.provider != EMULATED_PROVIDER:
         args += ["--provider", EMULATED_PROVIDER]
-        note = f"{defaults.ort.provider} is device-only: judged with the CPU provider's ARM kernels"
+        note = f"{profile.ort.provider} is device-only: judged with the CPU provider's ARM kernels"
         notes.update({"onnx": note, "ort": note})
     return args, notes
 
