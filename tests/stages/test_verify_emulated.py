@@ -159,3 +159,23 @@ def test_prepared_reads_markers_only(tmp_path) -> None:
 @pytest.mark.emulated
 def test_prepared_is_what_prepare_returns(userland) -> None:
     assert prepared(runtime=["litert", "onnxruntime"]) == userland
+
+
+@pytest.mark.emulated
+def test_device_only_delegate_and_provider_are_replaced(userland, tmp_path, build_bundle, tiny_model_file) -> None:
+    """nnapi: the NNAPI delegate and execution provider exist only on the phone, so the verdict
+    is the ARM CPU kernels' (XNNPACK, CPUExecutionProvider) and says so."""
+    out = tmp_path / "nnapi"
+    build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0, verify_on="aarch64")
+    manifest = manifest_on_disk(out)
+    assert manifest["runtime_defaults"]["tflite"]["delegate"] == "nnapi"
+    verdicts = arm_verdicts(manifest)
+    assert set(verdicts) == {a["file"] for a in manifest["artifacts"]}
+    for art in manifest["artifacts"]:
+        verdict = verdicts[art["file"]]
+        assert verdict["passed"] and verdict["max_abs_err"] <= art["tolerance"]["max_abs_err"]
+        if art["format"] == "tflite":
+            assert verdict["runtime"]["delegate"] == "xnnpack" and "nnapi delegate is device-only" in verdict["note"]
+        else:
+            assert verdict["runtime"]["providers"] == ["CPUExecutionProvider"]
+            assert "NnapiExecutionProvider is device-only" in verdict["note"]
