@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,39 @@ def test_device_only_delegate_and_provider_are_replaced(userland, tmp_path, buil
         else:
             assert verdict["runtime"]["providers"] == ["CPUExecutionProvider"]
             assert "NnapiExecutionProvider is device-only" in verdict["note"]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # 500 MB of rootfs: hard links cost nothing on the same filesystem
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def userland_without(userland, dest: Path, flavour: str) -> Path:
+    """A copy of the cached userland whose rootfs lacks ``flavour``'s wheels while its markers
+    still say prepared: what a damaged cache (or a runtime that will not load) looks like.
+    Real folders, not symlinks: qemu's -L would hand the guest the links' host targets."""
+    shutil.copytree(userland.cache_dir / "steps", dest / "steps")
+    shutil.copytree(userland.cache_dir / "qemu", dest / "qemu", copy_function=_link_or_copy)
+    shutil.copytree(userland.rootfs, dest / "rootfs", symlinks=True, copy_function=_link_or_copy,
+                    ignore=lambda folder, names: [f"site-{flavour}"] if folder.endswith("/opt/edgekit") else [])
+    return dest
+
+
+@pytest.mark.emulated
+def test_failed_arm_verdict_fails_the_build(userland, tmp_path, tiny_model_file) -> None:
+    """The ORT artifacts cannot run under emulation (onnxruntime missing from the guest): the
+    automatic ARM verification fails the build with exit 4, one line naming both, no bundle."""
+    cache = userland_without(userland, tmp_path / "cache", "onnxruntime")
+    assert prepared(cache_dir=cache, runtime=["litert", "onnxruntime"]) is not None  # the markers still say ready
+    env = {**os.environ, "EDGEKIT_EMULATE_CACHE": str(cache)}
+    result = subprocess.run([sys.executable, "-m", "edgekit", "build", f"{tiny_model_file}:factory", "--target", "rpi4",
+                             "--out", str(tmp_path / "out"), "--latency-runs", "0"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 4, result.stderr[-3000:]
+    assert_one_line_error(result, "ARM-kernel verification failed (qemu -cpu cortex-a72)", "model_int8.onnx: emulated runner failed",
+                          "model_int8.ort: emulated runner failed", "--verify-on none skips it")
+    assert "model_int8.tflite: ARM kernels (ai-edge-litert 2.3.0)" in result.stderr and ": PASS" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the staged bundle is gone too
