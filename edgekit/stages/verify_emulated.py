@@ -60,7 +60,7 @@ def emulation_arch(ctx: BuildContext, flavours: list[str]) -> str | None:
     name = arch_name(wanted)
     if name != target:
         raise UnsupportedError(f"--verify-on {wanted}: target {ctx.profile.name} is {target or ctx.profile.device.isa}, not {name}",
-                               f"drop --verify-on, or build for an {name} target (see `edgekit targets`)")
+                               f"drop --verify-on, or build for an {name} target: see `edgekit targets`")
     return name
 
 
