@@ -72,10 +72,13 @@ def main() -> None:
               help="Compression quality budget against the original, instead of the profile's [budget]: "
                    "2pp or 2 (top-1 drop, percentage points; classifiers), cos:0.99 (min output cosine; embeddings), "
                    "ppl:5% (perplexity increase; language models). A build whose compression loses more exits 4.")
+@click.option("--verify-on", type=click.Choice(["aarch64", "none"]),
+              help="Also verify with the device's ARM kernels under qemu [default: for an aarch64 target when the emulated "
+                   "userland is already cached].")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
-          recipe_file, max_drop, as_json, debug) -> None:
+          recipe_file, max_drop, verify_on, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2) or an .onnx file.
@@ -97,7 +100,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
                            allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file,
-                           max_drop=bound)
+                           max_drop=bound, verify_on=verify_on)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = [a["file"] for a in manifest["artifacts"] if not a["verification"].get("passed")]

@@ -2,7 +2,9 @@
 
 ``edgekit bench BUNDLE --emulate aarch64`` uses this to show, with no device attached, that the
 artifacts load and give the right numbers through the ARM kernels of the real device runtimes
-(the aarch64 wheels of ai-edge-litert, tflite-runtime and onnxruntime). Emulated *timings* mean
+(the aarch64 wheels of ai-edge-litert, tflite-runtime and onnxruntime); ``edgekit build
+--verify-on aarch64`` makes that a verdict of the build (:mod:`edgekit.stages.verify_emulated`),
+and does so unasked when :func:`prepared` finds the userland already cached. Emulated *timings* mean
 nothing (the emulator translates every instruction); emulated *outputs* do: int8 kernels give
 bit-identical results to x86 for the same runtime version, fp32 differs only in the last bits
 (summation order).
@@ -48,15 +50,19 @@ from edgekit.emulate_env import (
     SUITE,
     Progress,
     build_rootfs,
+    cached_flavour,
+    cached_info,
     cached_step,
     fetch_qemu,
     guest_environ,
     locked,
     prepare_flavour,
     qemu_argv,
+    qemu_key,
+    rootfs_key,
 )
 from edgekit.emulate_env import Flavour as Flavour  # re-exported: part of this module's API
-from edgekit.emulate_tools import QEMU_SUITE, check_host
+from edgekit.emulate_tools import check_host
 from edgekit.errors import EmulationError
 from edgekit.runner_report import RUNNER
 
@@ -100,7 +106,7 @@ def default_cache_dir(arch: str = "aarch64") -> Path:
     if os.environ.get("EDGEKIT_EMULATE_CACHE"):
         return Path(os.environ["EDGEKIT_EMULATE_CACHE"]).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edgekit" / "emulate" / _arch_name(arch)
+    return base / "edgekit" / "emulate" / arch_name(arch)
 
 
 def prepare(arch: str = "aarch64", *, cache_dir: Path | None = None, runtime: str | Sequence[str] = "litert",
@@ -111,19 +117,36 @@ def prepare(arch: str = "aarch64", *, cache_dir: Path | None = None, runtime: st
     steps are skipped silently; the others report progress lines. Raises EmulationError saying
     what is missing and how to fix it.
     """
-    name = _arch_name(arch)
+    name = arch_name(arch)
     spec, flavours = ARCHES[name], _flavour_names(runtime)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
     say = progress or _stderr_progress
     check_host()
     cache.mkdir(parents=True, exist_ok=True)
     with locked(cache):
-        qemu = cached_step(cache, "qemu", {"suite": QEMU_SUITE, "binary": spec.qemu}, say, lambda: fetch_qemu(cache, spec, say))
-        rootfs = cached_step(cache, "rootfs", {"suite": SUITE, "arch": spec.debian}, say, lambda: build_rootfs(cache, spec, say))
+        qemu = cached_step(cache, "qemu", qemu_key(spec), say, lambda: fetch_qemu(cache, spec, say))
+        rootfs = cached_step(cache, "rootfs", rootfs_key(spec), say, lambda: build_rootfs(cache, spec, say))
         checks = [prepare_flavour(cache, spec, flavour, qemu, rootfs, say) for flavour in flavours]
         shutil.rmtree(cache / "work", ignore_errors=True)  # apt lists, debs, wheels: unpacked now
-    return EmulationEnv(arch=name, cache_dir=cache, qemu=cache / "qemu" / spec.qemu, qemu_version=qemu["version"],
-                        cpu=spec.cpu, rootfs=cache / "rootfs", python_version=checks[0]["python"], flavours=flavours)
+    return _env(name, cache, qemu, checks[0], flavours)
+
+
+def prepared(arch: str = "aarch64", *, cache_dir: Path | None = None,
+             runtime: str | Sequence[str] = "litert") -> EmulationEnv | None:
+    """The userland :func:`prepare` would return if every step it needs is already cached,
+    else None. Downloads, builds and runs nothing: a build may call it to decide whether an
+    emulated verification costs only the runs themselves."""
+    name = arch_name(arch)
+    spec, flavours = ARCHES[name], _flavour_names(runtime)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(name)
+    if not sys.platform.startswith("linux"):
+        return None
+    qemu, rootfs = cached_info(cache, "qemu", qemu_key(spec)), cached_info(cache, "rootfs", rootfs_key(spec))
+    checks = [cached_flavour(cache, flavour, qemu, rootfs) for flavour in flavours] if qemu and rootfs else [None]
+    if any(check is None for check in checks):
+        return None
+    env = _env(name, cache, qemu, checks[0], flavours)
+    return env if env.qemu.is_file() and env.python.exists() else None
 
 
 def plan_runs(manifest: dict[str, Any], runtime: str | None = None, artifact: str | None = None) -> list[tuple[dict[str, Any], str]]:
@@ -170,7 +193,14 @@ def run(bundle: Path, runner_args: Sequence[str] = (), *, env: EmulationEnv | No
 
 
 # ----------------------------------------------------------------------------- prepare: helpers
-def _arch_name(arch: str) -> str:
+def _env(name: str, cache: Path, qemu: dict[str, Any], check: dict[str, Any], flavours: tuple[str, ...]) -> EmulationEnv:
+    spec = ARCHES[name]
+    return EmulationEnv(arch=name, cache_dir=cache, qemu=cache / "qemu" / spec.qemu, qemu_version=qemu["version"],
+                        cpu=spec.cpu, rootfs=cache / "rootfs", python_version=check["python"], flavours=flavours)
+
+
+def arch_name(arch: str) -> str:
+    """The canonical name of an emulated architecture (``arm64`` -> ``aarch64``); EmulationError if unsupported."""
     name = ALIASES.get(arch, arch)
     if name not in ARCHES:
         raise EmulationError(f"cannot emulate {arch!r}", f"supported: {', '.join(ARCHES)}")

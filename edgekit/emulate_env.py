@@ -66,11 +66,10 @@ def cached_step(cache: Path, name: str, key: dict[str, Any], say: Progress, buil
     """Run ``build`` unless a marker with the same ``key`` says it finished; return its info.
 
     The marker is written last, so a step that was interrupted runs again from its start."""
+    done = cached_info(cache, name, key)
+    if done is not None:
+        return done
     marker = cache / "steps" / f"{name}.json"
-    with contextlib.suppress(OSError, ValueError):
-        done = json.loads(marker.read_text())
-        if done.get("key") == key:
-            return done["info"]
     say(f"{name}: preparing")
     start = time.monotonic()
     info = build()
@@ -82,13 +81,44 @@ def cached_step(cache: Path, name: str, key: dict[str, Any], say: Progress, buil
     return info
 
 
+def cached_info(cache: Path, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The info of step ``name`` if its marker says it finished with this ``key``, else None."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        done = json.loads((cache / "steps" / f"{name}.json").read_text())
+        if done.get("key") == key:
+            return done["info"]
+    return None
+
+
+def qemu_key(spec: _Arch) -> dict[str, Any]:
+    return {"suite": QEMU_SUITE, "binary": spec.qemu}
+
+
+def rootfs_key(spec: _Arch) -> dict[str, Any]:
+    return {"suite": SUITE, "arch": spec.debian}
+
+
+def _site_key(flavour: str, rootfs: dict) -> dict[str, Any]:
+    # chains on the rootfs build: the wheels live inside it
+    return {"requirements": list(FLAVOURS[flavour].requirements), "platforms": list(PLATFORMS), "rootfs": rootfs["built"]}
+
+
+def _check_key(site: dict, qemu: dict) -> dict[str, Any]:
+    # chains on the wheels and on the qemu version the smoke import ran under
+    return {"site": site["wheels"], "qemu": qemu["version"]}
+
+
 def prepare_flavour(cache: Path, spec: _Arch, flavour: str, qemu: dict, rootfs: dict, say: Progress) -> dict[str, Any]:
-    """Wheels, then a smoke import under qemu. Keys chain on the rootfs build (the wheels live
-    inside it) and on the qemu version (the check ran under it)."""
-    site_key = {"requirements": list(FLAVOURS[flavour].requirements), "platforms": list(PLATFORMS), "rootfs": rootfs["built"]}
-    site = cached_step(cache, f"site-{flavour}", site_key, say, lambda: _install_site(cache, flavour, say))
-    check_key = {"site": site["wheels"], "qemu": qemu["version"]}
-    return cached_step(cache, f"check-{flavour}", check_key, say, lambda: _smoke_check(cache, spec, flavour))
+    """Wheels, then a smoke import under qemu."""
+    site = cached_step(cache, f"site-{flavour}", _site_key(flavour, rootfs), say, lambda: _install_site(cache, flavour, say))
+    return cached_step(cache, f"check-{flavour}", _check_key(site, qemu), say, lambda: _smoke_check(cache, spec, flavour))
+
+
+def cached_flavour(cache: Path, flavour: str, qemu: dict, rootfs: dict) -> dict[str, Any] | None:
+    """What :func:`prepare_flavour` would return if both its steps are cached, else None
+    (nothing is downloaded or run)."""
+    site = cached_info(cache, f"site-{flavour}", _site_key(flavour, rootfs))
+    return cached_info(cache, f"check-{flavour}", _check_key(site, qemu)) if site is not None else None
 
 
 def fetch_qemu(cache: Path, spec: _Arch, say: Progress) -> dict[str, Any]:

@@ -31,6 +31,10 @@ class BuildOptions:
         max_drop: overrides the profile's ``[budget]`` bound on what compression may cost
             against the original model (``MaxDrop.parse("2pp")``, ``"cos:0.99"``, ``"ppl:5%"``);
             ``None`` keeps the profile's.
+        verify_on: also verify every artifact inside an emulated userland of this architecture
+            (``aarch64``: the device runtimes' ARM kernels under qemu), recorded as the
+            ``arm_emulated`` verdict; ``none`` never does; None (default) does it when the target
+            is aarch64 and the emulated userland is already cached (see :mod:`edgekit.emulate`).
     """
 
     target: str
@@ -46,6 +50,7 @@ class BuildOptions:
     recipe: tuple[str, ...] = ()
     recipe_file: Path | None = None
     max_drop: MaxDrop | None = None
+    verify_on: str | None = None
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

@@ -14,10 +14,13 @@ from edgekit.stages.measure import MeasureLatency
 from edgekit.stages.ort import ORTConvert
 from edgekit.stages.tflite import TFLiteConvert
 from edgekit.stages.verify import Verify
+from edgekit.stages.verify_emulated import PrepareEmulation, VerifyEmulated
 
+# PrepareEmulation first: a wrong --verify-on fails before any work. VerifyEmulated after
+# WriteBundle: the emulated runner reads the staged manifest.json and golden.npz.
 STAGES: tuple[type[Stage], ...] = (
-    LoadModel, Calibrate, Compress, Reference, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
-    Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle,
+    PrepareEmulation, LoadModel, Calibrate, Compress, Reference, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
+    Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle, VerifyEmulated,
 )
 
 __all__ = ["STAGES", "Stage"]
