@@ -7,7 +7,9 @@ variants onnx2tf does not expose well for token-input models:
 - dynamic-range int8 (int8 weights, float activations quantized per op at run time, no
   dataset): on all-MiniLM-L6-v2 cosine 0.9988 and 2.2x faster than fp32 (GUIDE section 2),
   although XNNPACK does not run it (fine for FC-heavy transformers, slow for conv nets);
-- int8 with float fallback (calibrated int8 for the weight ops, float for the sensitive ones);
+- int8 with float fallback (calibrated int8 for the weight ops, float for the sensitive ones;
+  float or integer I/O: the image path's ``model_int8.tflite`` for graphs with LayerNorm,
+  Softmax or GELU takes the profile's integer I/O);
 - fp16 weights (half the bytes, dequantized to fp32 at load on CPUs without fp16 arithmetic).
 
 ``convert_onnx`` runs onnx2tf in a subprocess (its global name counters and prints stay out of

@@ -47,7 +47,10 @@ def test_vit_builds_and_verifies_for_every_profile(vit_bundles, profile):
     tflite = [a for a in manifest["artifacts"] if a["format"] == "tflite"]
     assert {a["precision"] for a in tflite} >= {"fp32", "int8"}
     for artifact in manifest["artifacts"]:
-        assert artifact["verification"]["passed"], artifact["file"]
+        v = artifact["verification"]
+        print(f"{profile} {artifact['file']}: cosine {v['cosine']:.5f}, max abs err {v['max_abs_err']:.3f}, "
+              f"{artifact['bytes']} bytes")
+        assert v["passed"], artifact["file"]
         assert (out / artifact["file"]).is_file()
     int8 = next(a for a in tflite if a["precision"] == "int8")
     assert int8["verification"]["cosine"] >= 0.99
