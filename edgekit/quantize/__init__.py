@@ -11,6 +11,6 @@ it costs in accuracy is measured in ``scripts/measure_transformers.py``.
 - ``ort_int4``: weight-only int4 (MatMulNBits), after rewriting Gemm into MatMul.
 - ``tflite_variants``: TFLite dynamic-range int8, int8 with float fallback, fp16, from the
   SavedModel onnx2tf writes.
-- ``onnx_rewrites``: exact graph rewrites (Gemm -> MatMul, ReduceL2 -> ReduceSum/Sqrt, duplicate
-  value names from the exporter).
+- ``onnx_rewrites``: exact graph rewrites (Gemm -> MatMul, ReduceL2 -> ReduceSum/Sqrt, Erf-GELU ->
+  Gelu, duplicate value names from the exporter) and which ops full-integer TFLite keeps float.
 """

@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["dedupe_value_names", "gemm_to_matmul", "op_counts", "rewrite_for_onnx2tf"]
+__all__ = ["INT8_SENSITIVE_ONNX_OPS", "dedupe_value_names", "fuse_erf_gelu", "gemm_to_matmul", "int8_sensitive_ops", "op_counts",
+           "rewrite_for_onnx2tf"]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -156,3 +157,85 @@ def rewrite_for_onnx2tf(model: onnx.ModelProto) -> onnx.ModelProto:
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """``{op_type: count}`` over the main graph, for reports and tests."""
     return dict(Counter(node.op_type for node in model.graph.node))
+
+
+# ONNX ops whose full-integer TFLite lowering is unsafe or imprecise: LayerNorm's MEAN /
+# SQUARED_DIFFERENCE / RSQRT, Softmax, and GELU (onnx2tf's builtin-only Erf has activation
+# DIVs: on a small ViT the int8 DIV kernel aborted with ``div.cc data[i] != zero_point``, its
+# divisor's int8 range holding zero). A graph with any of them gets the float-fallback int8.
+INT8_SENSITIVE_ONNX_OPS = ("LayerNormalization", "Softmax", "Erf", "Gelu", "Sqrt", "Reciprocal", "Pow")
+
+
+def int8_sensitive_ops(model: onnx.ModelProto) -> list[str]:
+    """The op types in ``model`` that full-integer TFLite must not run as int8 (sorted), plus
+    ``Div`` when a divisor is computed (a constant divisor is a multiplication)."""
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    found = {n.op_type for n in model.graph.node if n.op_type in INT8_SENSITIVE_ONNX_OPS}
+    if any(n.op_type == "Div" and n.input[1] not in constants for n in model.graph.node):
+        found.add("Div")
+    return sorted(found)
+
+
+def _scalar(inits: dict, name: str, value: float) -> bool:
+    return name in inits and inits[name].size == 1 and abs(float(inits[name].reshape(())) - value) < 1e-6
+
+
+def _erf_gelus(graph: onnx.GraphProto) -> list[tuple[list, str, str]]:
+    """Each ``x * (0.5 * (1 + Erf(x / sqrt(2))))`` (the exporters' exact GELU, factors in either
+    order) as ``(nodes to drop, x, output)``."""
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    made = {o: n for n in graph.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def only_user(node, op: str):
+        found = users.get(node.output[0], [])
+        return found[0] if len(found) == 1 and found[0].op_type == op else None
+
+    def other(node, name: str) -> str:
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+    matches = []
+    for erf in (n for n in graph.node if n.op_type == "Erf"):
+        div = made.get(erf.input[0])
+        add = only_user(erf, "Add")
+        half = add and only_user(add, "Mul")
+        final = half and only_user(half, "Mul")
+        if not (div is not None and div.op_type == "Div" and _scalar(inits, div.input[1], 2 ** 0.5) and final):
+            continue
+        x = div.input[0]
+        if _scalar(inits, other(add, erf.output[0]), 1.0) and _scalar(inits, other(half, add.output[0]), 0.5) \
+                and other(final, half.output[0]) == x and len(users[div.output[0]]) == 1:
+            matches.append(([div, erf, add, half, final], x, final.output[0]))
+    return matches
+
+
+def fuse_erf_gelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace the exact-GELU subgraph ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` by ONNX ``Gelu`` (opset 20).
+
+    Why: opset-18 exports spell GELU out with Erf; onnx2tf then builds Erf from builtins with
+    activation divides that full-integer TFLite cannot run (``div.cc data[i] != zero_point``),
+    while ``Gelu`` becomes TFLite's GELU builtin, which has an int8 kernel (a lookup table) and is
+    the same function. The default-domain opset is raised to 20 (ops from 18 to 20 keep their
+    meaning, except GridSample's mode names: a graph with GridSample is returned unchanged).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    matches = _erf_gelus(out.graph)
+    if not matches or any(n.op_type == "GridSample" for n in out.graph.node):
+        return out
+    dropped = {id(n) for nodes, _, _ in matches for n in nodes}
+    gelu_at = {id(nodes[-1]): helper.make_node("Gelu", [x], [y], name=(nodes[-1].name or "gelu") + "_gelu")
+               for nodes, x, y in matches}
+    kept = [gelu_at.get(id(n), n) for n in out.graph.node if id(n) not in dropped or id(n) in gelu_at]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    for opset in out.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, 20)
+    _drop_unused_initializers(out.graph)
+    onnx.checker.check_model(out)
+    return out

@@ -7,7 +7,9 @@ variants onnx2tf does not expose well for token-input models:
 - dynamic-range int8 (int8 weights, float activations quantized per op at run time, no
   dataset): on all-MiniLM-L6-v2 cosine 0.9988 and 2.2x faster than fp32 (GUIDE section 2),
   although XNNPACK does not run it (fine for FC-heavy transformers, slow for conv nets);
-- int8 with float fallback (calibrated int8 for the weight ops, float for the sensitive ones);
+- int8 with float fallback (calibrated int8 for the weight ops, float for the sensitive ones;
+  float or integer I/O: the image path's ``model_int8.tflite`` for graphs with LayerNorm,
+  Softmax or GELU takes the profile's integer I/O);
 - fp16 weights (half the bytes, dequantized to fp32 at load on CPUs without fp16 arithmetic).
 
 ``convert_onnx`` runs onnx2tf in a subprocess (its global name counters and prints stay out of
@@ -104,12 +106,15 @@ class Int8FallbackOptions:
         float_gelu_fed: also keep FULLY_CONNECTED nodes whose input is a GELU output float.
         int16_activations: use the int16x8 scheme (int8 weights, int16 activations) instead:
             tolerant of wide activation ranges, but runs on TFLite's reference kernels (slow).
+        io_dtype: ``float32`` (quantize/dequantize inside) or ``int8``/``uint8`` inputs and
+            outputs, as a full-integer artifact has them (the image path takes the profile's).
     """
 
     samples: int = 32
     float_ops: tuple[str, ...] = SENSITIVE_TFLITE_OPS
     float_gelu_fed: bool = True
     int16_activations: bool = False
+    io_dtype: str = "float32"
 
 
 def _representative(calibration: dict[str, np.ndarray], count: int, signature_inputs: dict) -> Iterator[dict]:
@@ -158,7 +163,10 @@ def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, 
         return conv
 
     if not options.float_ops and not options.float_gelu_fed:
-        return _write(converter(), output)
+        plain = converter()
+        if options.io_dtype != "float32":
+            plain.inference_input_type = plain.inference_output_type = getattr(tf, options.io_dtype)
+        return _write(plain, output)
     debug_data = lambda: _representative(calibration, 2, inputs)  # noqa: E731 - the debugger's own pass
     debug = tf.lite.experimental.QuantizationDebugOptions
     nodes: list[str] = []
@@ -166,10 +174,24 @@ def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, 
         first = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=debug_data,
                                                           debug_options=debug(denylisted_ops=list(options.float_ops)))
         nodes = _gelu_fed_nodes(first._quant_interpreter)  # noqa: SLF001
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if options.io_dtype != "float32":
+        path.write_bytes(_quantize_integer_io(tf, converter(), options, nodes))
+        return path
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter(), debug_dataset=debug_data,
         debug_options=debug(denylisted_ops=list(options.float_ops), denylisted_nodes=nodes))
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(debugger.get_nondebug_quantized_model())
     return path
+
+
+def _quantize_integer_io(tf, converter, options: Int8FallbackOptions, nodes: list[str]) -> bytes:
+    """Calibrate, then quantize with the deny-lists and integer I/O. The debugger above always
+    returns float I/O; this is the same MLIR quantizer call it makes, with the I/O types set."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - TF's documented two-step path
+    io_type = {"int8": tf.int8, "uint8": tf.uint8}[options.io_dtype]
+    return mlir_quantize(converter.convert(), fully_quantize=True, input_data_type=io_type, output_data_type=io_type,
+                         denylisted_ops=list(options.float_ops), denylisted_nodes=nodes)
