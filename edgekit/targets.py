@@ -46,6 +46,13 @@ class Device:
     memory_mb: int
     os: str = "linux"
     features: tuple[str, ...] = ()
+    #: ``aarch64`` or ``x86_64``: with ``features``, decides whether the build host computes like
+    #: the target (then its kernels judge the artifacts) or not (then reference semantics do)
+    arch: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.arch:
+            object.__setattr__(self, "arch", "aarch64" if self.isa.startswith("armv") else "x86_64")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,11 @@ class ORTInt8:
     activation_type: IODtype = IODtype.INT8
     weight_type: IODtype = IODtype.INT8
     per_channel: bool = True
+    #: 7-bit weights (onnxruntime.quantization's reduce_range)
+    reduce_range: bool = False
+    #: int8 weights use the full 8-bit range only when the build host's CPU has one of these
+    #: features; otherwise reduce_range, because ORT's x86 u8s8 kernels without VNNI saturate in int16
+    full_range_features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
