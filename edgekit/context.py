@@ -45,6 +45,12 @@ class Artifact:
     compatibility: dict = field(default_factory=dict)
     bytes: int = 0
     sha256: str = ""
+    #: the file whose reference run judges this one off-target (an .ort: the .onnx it came from)
+    reference_via: str | None = None
+    #: the quantization scheme actually used (ORT int8: types, per-channel, reduce_range)
+    quantization: dict = field(default_factory=dict)
+    #: this host's kernel figures beside a reference-semantics verdict (reported, not judged)
+    host_kernels: dict = field(default_factory=dict)
 
 
 @dataclass

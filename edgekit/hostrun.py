@@ -13,7 +13,7 @@ import numpy as np
 
 # The bundle-format rules (transpose by perm, quantize / dequantize) live once, in the device
 # runner, which must stay self-contained; the build verifies with the very same code.
-from edgekit.runner.edgekit_runner import from_artifact, to_artifact
+from edgekit.runner.edgekit_runner import from_artifact, reference_model, to_artifact
 from edgekit.tensors import TensorSpec
 
 
@@ -105,9 +105,14 @@ class TFLiteSession(Session):
 
 
 class ORTSession(Session):
-    """onnxruntime on the CPU with the profile's thread count (``.onnx`` and ``.ort`` alike)."""
+    """onnxruntime on the CPU with the profile's thread count (``.onnx`` and ``.ort`` alike).
 
-    def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int) -> None:
+    ``reference=True`` runs ONNX Runtime's reference semantics instead of this CPU's fused int8
+    kernels (graph optimizations at BASIC, integer ops emulated in float): how an artifact for
+    another CPU is judged here (the device runner's ``reference_model``)."""
+
+    def __init__(self, path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int,
+                 reference: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -116,7 +121,12 @@ class ORTSession(Session):
         # spinning worker threads steal the CPU from whatever runs next (measured: other
         # artifacts timed 3-4x slower beside a spinning ORT session on a 2-core host)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = str(path)
+        if reference:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            model = reference_model(Path(path))
+            model = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         self._names = [i.name for i in ins]
         self.inputs = [_io_entry(i.name, s, s.shape, s.dtype, None) for i, s in zip(ins, _match(self._names, inputs))]
@@ -127,8 +137,10 @@ class ORTSession(Session):
         return self.session.run(None, dict(zip(self._names, feeds)))
 
 
-def open_session(path: Path, fmt: str, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int) -> Session:
-    """A host session for an artifact file of format ``tflite``, ``onnx`` or ``ort``."""
+def open_session(path: Path, fmt: str, inputs: list[TensorSpec], outputs: list[TensorSpec], threads: int,
+                 reference: bool = False) -> Session:
+    """A host session for an artifact file of format ``tflite``, ``onnx`` or ``ort``
+    (``reference``: ONNX Runtime's reference semantics, see :class:`ORTSession`)."""
     if fmt == "tflite":
         return TFLiteSession(path, inputs, outputs, threads)
-    return ORTSession(path, inputs, outputs, threads)
+    return ORTSession(path, inputs, outputs, threads, reference=reference)

@@ -58,6 +58,8 @@ class Device:
 
     cpu: StrictStr
     isa: StrictStr
+    #: with ``features``, decides whether the build host computes like the target (then its
+    #: kernels judge the artifacts) or not (then ONNX Runtime's reference semantics do)
     arch: Literal["aarch64", "x86_64"]
     cores: Count
     memory_mb: Count

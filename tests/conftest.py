@@ -118,6 +118,13 @@ def example_bundle(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def example_host_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """The bundled digits example built for the host profile, once per session."""
+    out = tmp_path_factory.mktemp("example-host") / "host"
+    return out, _build_bundle(out, "host", latency_runs=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_nnapi_bundle(tmp_path_factory, tiny_model_file) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("nnapi") / "bundle"
     return out, _build_bundle(out, "nnapi", f"{tiny_model_file}:factory", latency_runs=0)

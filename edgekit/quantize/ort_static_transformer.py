@@ -72,6 +72,7 @@ class StaticTransformerOptions:
         gelu_producers: MatMul/Gemm nodes whose activation input comes from one of these op
             types (directly, or as the last Mul of a decomposed erf-GELU) are "GELU-fed".
         gelu_fed: ``"weight_only"``, ``"dynamic"`` or ``"static"`` (quantize like the rest).
+        reduce_range: 7-bit weights, for x86 targets without VNNI (their u8s8 kernels saturate).
     """
 
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "Gather")
@@ -87,6 +88,7 @@ class StaticTransformerOptions:
     nodes_to_exclude: tuple[str, ...] = ()
     gelu_producers: tuple[str, ...] = ("Gelu", "Erf")
     gelu_fed: str = "weight_only"
+    reduce_range: bool = False
 
 
 class TokenDataReader:
@@ -160,14 +162,16 @@ def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str
         quantize_static(str(source), str(target), TokenDataReader(calibration), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(options.op_types), nodes_to_exclude=excluded,
                         per_channel=options.per_channel, activation_type=quant_type(options.activation_type),
-                        weight_type=quant_type(options.weight_type), calibrate_method=method, extra_options=extra)
+                        weight_type=quant_type(options.weight_type), calibrate_method=method, extra_options=extra,
+                        reduce_range=options.reduce_range)
         if gelu_fed and options.gelu_fed == "dynamic":
             from onnxruntime.quantization import quantize_dynamic
 
             static = Path(tmp) / "static.onnx"
             target.replace(static)
             quantize_dynamic(str(static), str(target), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=gelu_fed,
-                             per_channel=options.per_channel, weight_type=quant_type(options.weight_type))
+                             per_channel=options.per_channel, weight_type=quant_type(options.weight_type),
+                             reduce_range=options.reduce_range)
     if gelu_fed and options.gelu_fed == "weight_only":
         onnx.save(weight_only_int8(onnx.load(str(target)), gelu_fed), str(target))
     return target

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
+from edgekit import hostinfo
 from edgekit.context import BuildContext
 from edgekit.plots import size_vs_accuracy
 from edgekit.stages.base import Stage
@@ -50,6 +51,8 @@ def manifest(ctx: BuildContext) -> dict:
         "extra_files": sorted(ctx.extra_files),
         "accuracy": ctx.accuracy or None,
         "compression": ctx.compression or None,
+        # int8 figures depend on the CPU that ran them (see edgekit.hostinfo): say which one did
+        "verified_on": hostinfo.describe(),
     }
 
 

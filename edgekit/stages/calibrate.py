@@ -9,6 +9,7 @@ import numpy as np
 
 from edgekit import calibration
 from edgekit.context import BuildContext
+from edgekit.errors import ModelSpecError
 from edgekit.stages.base import Stage
 from edgekit.tensors import TensorSpec
 
@@ -84,8 +85,19 @@ class Reference(Stage):
 
     def run(self, ctx: BuildContext) -> None:
         ctx.reference = reference_outputs(ctx, ctx.calibration.verification)
+        _refuse_non_finite(ctx.reference)
         # ONNX inputs may declare unknown output dims; the reference run knows them.
         ctx.outputs = [TensorSpec(s.name, tuple(ctx.reference[s.name].shape[1:]), s.dtype) for s in ctx.outputs]
+
+
+def _refuse_non_finite(reference: dict) -> None:
+    """NaN/Inf in the model's own outputs makes every comparison meaningless (and made onnx2tf
+    crash): refuse the model before any conversion."""
+    for name, values in reference.items():
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise ModelSpecError(f"the model's output {name!r} is NaN or Inf on {int(bad.sum())} of {len(values)} verification samples",
+                                 "fix the model (or its weights) so it gives finite outputs on the calibration data")
 
 
 def _replace_verification(cal: calibration.CalibrationSet, held_out: dict) -> calibration.CalibrationSet:

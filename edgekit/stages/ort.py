@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgekit import hostinfo
 from edgekit.context import Artifact, BuildContext
 from edgekit.errors import ConversionError
 from edgekit.hostrun import ORTSession
 from edgekit.isolated import run_tool
 from edgekit.quiet import captured
 from edgekit.stages.base import Stage
-from edgekit.targets import Precision
+from edgekit.targets import ORTInt8, Precision
 
 
 class _Reader:
@@ -32,36 +33,57 @@ class _Reader:
         pass
 
 
-def _quantize(ctx: BuildContext, source: Path, target: Path) -> None:
+def reduce_range_for(scheme: ORTInt8) -> bool:
+    """7-bit weights when the profile asks, or when it names the CPU features full-range int8
+    needs and this build host (which is then the target) has none of them."""
+    return scheme.reduce_range or bool(scheme.full_range_features and not hostinfo.has_any(scheme.full_range_features))
+
+
+def reduce_range(ctx: BuildContext) -> bool:
+    return reduce_range_for(ctx.profile.ort.int8)
+
+
+def scheme_record(ctx: BuildContext, precision: Precision) -> dict:
+    """The int8 scheme an artifact was made with, as the manifest records it."""
+    if precision not in (Precision.INT8, Precision.INT8_DYNAMIC):
+        return {}
+    scheme = ctx.profile.ort.int8
+    dynamic = precision == Precision.INT8_DYNAMIC
+    return {"activation_type": "uint8" if dynamic else scheme.activation_type.value, "weight_type": scheme.weight_type.value,
+            "per_channel": True if dynamic else scheme.per_channel, "reduce_range": reduce_range(ctx),
+            "host_int8_isa": hostinfo.int8_isa()}
+
+
+def quantize_qdq(source: Path, target: Path, samples: dict, scheme: ORTInt8, scratch: Path) -> None:
+    """Static QDQ int8 of an image/float model with the profile's scheme, calibrated on ``samples``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    scheme = ctx.profile.ort.int8
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    prepared = ctx.scratch_dir / "ort_preprocessed.onnx"
+    prepared = scratch / "ort_preprocessed.onnx"
     # quant_pre_process runs symbolic shape inference and ORT's graph optimizations so the
     # quantizer sees fused Conv+Relu etc. and places fewer QDQ pairs.
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-    quantize_static(str(prepared), str(target), _Reader(ctx.calibration.calibration),
+    quantize_static(str(prepared), str(target), _Reader(samples),
                     quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
                     activation_type=types[scheme.activation_type.value], weight_type=types[scheme.weight_type.value],
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range_for(scheme))
 
 
 def _quantize_transformer(ctx: BuildContext, precision: Precision, target: Path) -> None:
     """Token-input models: the sensitive ops (LayerNorm, Softmax, GELU, pooling) stay float in
     static int8; dynamic int8 and int4 weight-only need no activation calibration at all."""
-    from edgekit.quantize.ort_dynamic import quantize_dynamic_int8
+    from edgekit.quantize.ort_dynamic import DynamicInt8Options, quantize_dynamic_int8
     from edgekit.quantize.ort_int4 import Int4Options, quantize_int4_weights
     from edgekit.quantize.ort_static_transformer import StaticTransformerOptions, quantize_static_transformer
 
     if precision == Precision.INT8_DYNAMIC:
-        quantize_dynamic_int8(ctx.onnx_path, target)
+        quantize_dynamic_int8(ctx.onnx_path, target, options=DynamicInt8Options(reduce_range=reduce_range(ctx)))
     elif precision == Precision.INT4:
         quantize_int4_weights(ctx.onnx_path, target, options=Int4Options(block_size=ctx.profile.ort.int4_block_size))
     else:
         options = StaticTransformerOptions(activation_type=ctx.profile.ort.int8.activation_type.value,
-                                           per_channel=ctx.profile.ort.int8.per_channel)
+                                           per_channel=ctx.profile.ort.int8.per_channel, reduce_range=reduce_range(ctx))
         quantize_static_transformer(ctx.onnx_path, target, ctx.calibration.calibration, options=options)
 
 
@@ -116,7 +138,7 @@ class ORTConvert(Stage):
         if precision == Precision.FP32:
             shutil.copyfile(ctx.onnx_path, target)
         elif precision == Precision.INT8 and not ctx.token_inputs:
-            _quantize(ctx, ctx.onnx_path, target)
+            quantize_qdq(ctx.onnx_path, target, ctx.calibration.calibration, ctx.profile.ort.int8, ctx.scratch_dir)
         else:
             _quantize_transformer(ctx, precision, target)
         files = [target]
@@ -127,7 +149,8 @@ class ORTConvert(Stage):
         for path in files:
             session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
             ctx.artifacts.append(Artifact(path.name, path.suffix[1:], precision.value, "onnxruntime",
-                                          session.inputs, session.outputs))
+                                          session.inputs, session.outputs, quantization=scheme_record(ctx, precision),
+                                          reference_via=target.name if path != target else None))
 
     def _qat(self, ctx: BuildContext) -> None:
         """The QAT model exported with its own QDQ pairs (scales learned in training), beside
