@@ -87,7 +87,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     from edgekit.budget import MaxDrop
     from edgekit.options import BuildOptions
     from edgekit.pipeline import build as run_build
-    from edgekit.report import build_summary
+    from edgekit.report import build_summary, failed_artifacts
     from edgekit.tensors import parse_input_spec
 
     specs = tuple(_run(debug, parse_input_spec, text) for text in inputs)
@@ -103,7 +103,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
                            max_drop=bound, verify_on=verify_on)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
-    failed = [a["file"] for a in manifest["artifacts"] if not a["verification"].get("passed")]
+    failed = failed_artifacts(manifest)
     if failed:
         click.echo(f"edgekit: {len(failed)} artifact(s) failed verification: {', '.join(failed)}", err=True)
         sys.exit(4)

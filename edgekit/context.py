@@ -51,6 +51,8 @@ class Artifact:
     quantization: dict = field(default_factory=dict)
     #: this host's kernel figures beside a reference-semantics verdict (reported, not judged)
     host_kernels: dict = field(default_factory=dict)
+    #: further verdicts by other arithmetic, e.g. ``arm_emulated`` (ARM kernels under qemu)
+    verdicts: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -24,15 +24,15 @@ def build_summary(manifest: dict) -> str:
     fp32 = {a["format"]: a["bytes"] for a in artifacts if a["precision"] == "fp32"}
     base = fp32.get("tflite") or fp32.get("onnx") or max((a["bytes"] for a in artifacts), default=1)
     accuracy = (manifest.get("accuracy") or {}).get("per_artifact", {})
-    rows = [["artifact", "size", "vs fp32", "verified", "judged by", "max err", "cosine", "top-1 agr", "host kernels", "quality",
-             "host p50", "on device"]]
+    rows = [["artifact", "size", "vs fp32", "verified", "judged by", "max err", "cosine", "top-1 agr", "host kernels", "ARM (qemu)",
+             "quality", "host p50", "on device"]]
     for a in artifacts:
         v = a["verification"]
         rows.append([a["file"], _fmt_bytes(a["bytes"]), f"{a['bytes'] / base:.2f}x", "PASS" if v.get("passed") else "FAIL",
                      _judged_by(v),
                      f"{v.get('max_abs_err', float('nan')):.3g}", f"{v.get('cosine', float('nan')):.5f}",
                      f"{v['top1_agreement']:.3f}" if v.get("top1_agreement") is not None else "-",
-                     _host_kernels(a.get("host_kernels")),
+                     _host_kernels(a.get("host_kernels")), _arm(a),
                      _quality(manifest["accuracy"], a["file"]) if a["file"] in accuracy else "-",
                      f"{a['host_latency_ms']['p50']:.3f} ms" if a.get("host_latency_ms") else "-", _device_path(a)])
     text = table(rows)
@@ -43,6 +43,17 @@ def build_summary(manifest: dict) -> str:
         ref = f"{acc['reference']:.3f}" if acc["metric"] == "perplexity" else f"{acc['reference'] * 100:.2f}%"
         text += f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} ({acc['samples']} samples): {ref}"
     return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
+
+
+def failed_artifacts(manifest: dict) -> list[str]:
+    """Artifacts whose target verdict or any further verdict (e.g. ARM kernels) failed."""
+    return [a["file"] for a in manifest["artifacts"]
+            if not a["verification"].get("passed") or any(not v.get("passed") for v in (a.get("verdicts") or {}).values())]
+
+
+def _arm(artifact: dict) -> str:
+    verdict = (artifact.get("verdicts") or {}).get("arm_emulated")
+    return "-" if verdict is None else ("PASS" if verdict.get("passed") else "FAIL")
 
 
 def _judged_by(verification: dict) -> str:

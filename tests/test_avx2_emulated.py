@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,14 +24,10 @@ pytestmark = pytest.mark.x86_emulated
 
 
 @pytest.fixture(scope="module")
-def haswell() -> list[str]:
-    """argv prefix running this interpreter on an emulated AVX2-only CPU."""
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("qemu-x86_64 missing: scripts/setup-system.sh installs Debian's qemu-user")
-        pytest.skip("qemu-x86_64 not installed (Debian package qemu-user): sudo scripts/setup-system.sh")
-    return [qemu, "-cpu", "Haswell", sys.executable]
+def haswell(require_tool) -> list[str]:
+    """argv prefix running this interpreter on an emulated AVX2-only CPU (Debian's qemu-user,
+    installed by scripts/setup-system.sh; missing, the tests skip, or fail under CI=true)."""
+    return [require_tool("qemu-x86_64", "qemu-user"), "-cpu", "Haswell", sys.executable]
 
 
 def _run(argv: list[str], cwd: Path, code: str | None = None) -> subprocess.CompletedProcess:

@@ -163,16 +163,15 @@ def _verdict(result: dict[str, Any], report: dict[str, Any], samples: int, note:
 
 
 def _record(ctx: BuildContext, verdicts: dict[str, dict[str, Any]]) -> None:
-    """Into the staged manifest.json (its key order kept) and into the artifacts when they carry
-    a ``verdicts`` dict, so the manifest the build returns says the same."""
+    """Into the staged manifest.json (its key order kept) and into the artifacts, so the
+    manifest the build returns says the same."""
     path = ctx.bundle_dir / "manifest.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     for entry in data["artifacts"]:
         entry.setdefault("verdicts", {})[VERDICT] = verdicts[entry["file"]]
     path.write_text(json.dumps(data, indent=2) + "\n")
     for artifact in ctx.artifacts:
-        if isinstance(getattr(artifact, "verdicts", None), dict):
-            artifact.verdicts[VERDICT] = verdicts[artifact.file]
+        artifact.verdicts[VERDICT] = verdicts[artifact.file]
 
 
 def _judge(ctx: BuildContext, file: str, result: dict[str, Any], verdict: dict[str, Any]) -> str | None:
