@@ -21,8 +21,8 @@ from typing import Any
 
 from edgekit.context import BuildContext
 from edgekit.errors import UnsupportedError, VerificationError
+from edgekit.runner.edgekit_runner import broken_bounds
 from edgekit.stages.base import Stage
-from edgekit.stages.verify import failures
 
 VERDICT = "arm_emulated"
 SEMANTICS = "arm-kernels"
@@ -185,7 +185,7 @@ def _judge(ctx: BuildContext, file: str, result: dict[str, Any], verdict: dict[s
                       f"{'PASS' if verdict['passed'] else 'FAIL'}")
     if verdict["passed"]:
         return None
-    broken = failures(result["correctness"], result["correctness"].get("tolerance") or {})
+    broken = broken_bounds(result["correctness"], result["correctness"].get("tolerance") or {})
     return f"{file}: {'; '.join(broken) or 'non-finite outputs'}"
 
 
