@@ -87,8 +87,12 @@ class Verify(Stage):
 
 
 def _reference(ctx: BuildContext, artifact: Artifact, outputs: dict[str, np.ndarray]) -> tuple[dict, list[str]]:
-    """The reference-semantics verdict. An ``.ort`` holds ops fused at conversion, so it is judged
-    through its source ``.onnx``, after checking that both compute the same on this host."""
+    """The reference-semantics verdict. An ``.ort`` holds ops fused at conversion (QLinearConv,
+    QGemm), which BASIC cannot undo, so it is judged through the ``.onnx`` it was converted from.
+    How far its own fused kernels are from that file on this host is reported, not judged: fused
+    integer ops requantize between ops where the QDQ graph stays float, so the two legitimately
+    differ by rounding (measured 0.18 on a small ViT with nnapi's U8U8 scheme), and judging the fused
+    kernels here would make the verdict depend on this host's CPU again."""
     classification = ctx.task == "classification"
     source = artifact.reference_via or artifact.file
     fmt = "onnx" if source.endswith(".onnx") else artifact.format
@@ -98,8 +102,4 @@ def _reference(ctx: BuildContext, artifact: Artifact, outputs: dict[str, np.ndar
         twin = run_artifact(ctx, source, fmt)
         gap = max(float(np.max(np.abs(twin[k].astype(np.float64) - outputs[k]))) for k in outputs)
         result = {**result, "reference_file": source, "max_abs_diff_to_reference_file": gap}
-        # the same kernels on the same host: only float reassociation may differ (fp32 bound)
-        bound = (ctx.profile.tolerance_for("fp32").max_rel_err or 1e-4) * max(result["max_abs_ref"], 1e-6)
-        if not np.isfinite(gap) or gap > bound:
-            broken.append(f"computes differently from {source} on this host (max diff {gap:.3g} > {bound:.3g})")
     return result, broken
