@@ -73,8 +73,8 @@ def test_rpi4_int8_tflite_cosine_on_held_out_digits(vit_bundles, vit_file):
 
     from edgekit.hostrun import TFLiteSession
     from edgekit.metrics import per_sample_cosine
-    from edgekit.runner.edgekit_runner import cosine
     from edgekit.modelspec import load
+    from edgekit.runner.edgekit_runner import cosine
     from edgekit.tensors import TensorSpec
 
     out, manifest = vit_bundles("rpi4")
