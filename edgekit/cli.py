@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgekit.device.settings import DEFAULTS, EMULATED, RunnerSettings  # light (dataclasses only): defaults shown in --help
 from edgekit.errors import EdgekitError
 
 
@@ -163,11 +164,12 @@ def inspect(model: str, target: str, inputs, as_json: bool, debug: bool) -> None
 @click.option("--python", default="python3", show_default=True, help="Python on the device (e.g. a venv's bin/python).")
 @click.option("--artifact", help="Run only this artifact.")
 @click.option("--threads", type=int, help="Runtime threads [default: the bundle's runtime_defaults].")
-@click.option("--runs", type=int, help="Minimum timed runs per artifact [runner default 50].")
-@click.option("--warmup", type=int, help="Warm-up runs [runner default 5].")
-@click.option("--min-seconds", type=float, help="Minimum timed seconds per artifact [runner default 1].")
-@click.option("--max-seconds", type=float, help="Cap on timed seconds per artifact [runner default 60].")
-@click.option("--timeout", default=1800.0, show_default=True, help="Seconds allowed per step (copy, run) per host.")
+@click.option("--runs", type=int, help=f"Minimum timed runs per artifact [runner default {DEFAULTS.runs}; emulated {EMULATED.runs}].")
+@click.option("--warmup", type=int, help=f"Warm-up runs [runner default {DEFAULTS.warmup}; emulated {EMULATED.warmup}].")
+@click.option("--min-seconds", type=float,
+              help=f"Minimum timed seconds per artifact [runner default {DEFAULTS.min_seconds:g}; emulated {EMULATED.min_seconds:g}].")
+@click.option("--max-seconds", type=float, help=f"Cap on timed seconds per artifact [runner default {DEFAULTS.max_seconds:g}].")
+@click.option("--timeout", type=float, default=DEFAULTS.timeout, show_default=True, help="Seconds allowed per step (copy, run) per host.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Also save the reports (JSON list) here, for `edgekit compare`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -177,16 +179,15 @@ def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threa
 
     Exit 0 when every artifact ran and matched its golden outputs, 4 when one did not.
     """
-    from edgekit.bench import render_bench
-    from edgekit.errors import EdgekitError
+    from edgekit.device.bench import bench as run_bench
+    from edgekit.device.bench import render_bench
 
-    runner_args: list[str] = []
-    for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--warmup", warmup),
-                        ("--min-seconds", min_seconds), ("--max-seconds", max_seconds)):
-        if value is not None:
-            runner_args += [flag, str(value)]
+    given = {"artifact": artifact, "threads": threads, "runs": runs, "warmup": warmup, "min_seconds": min_seconds,
+             "max_seconds": max_seconds, "timeout": timeout}
+    settings = RunnerSettings(**{name: value for name, value in given.items() if value is not None})
     try:
-        reports, error = _bench_reports(bundle, hosts, emulate, runner_args, identity, known_hosts, python, timeout), None
+        reports, error = run_bench(bundle, settings, hosts=hosts, emulate=emulate, identity=identity, known_hosts=known_hosts,
+                                   python=python, progress=lambda line: click.echo(f"          {line}", err=True)), None
     except EdgekitError as exc:  # with several hosts, the ones that worked are still shown
         if debug:
             raise
@@ -205,21 +206,6 @@ def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threa
         sys.exit(4)
 
 
-def _bench_reports(bundle, hosts, emulate, runner_args, identity, known_hosts, python, timeout) -> list[dict]:
-    if emulate:
-        from edgekit.emulate import prepare
-        from edgekit.emulate import run as run_emulated
-
-        progress = lambda line: click.echo(f"          {line}", err=True)  # noqa: E731
-        report = run_emulated(bundle, runner_args, env=prepare(emulate, runtime="all", progress=progress), progress=progress)
-        passed = report.get("exit_code", 1) == 0 and all(r.get("correctness", {}).get("passed") for r in report["results"])
-        return [{**report, "host": f"emulated-{emulate}", "passed": passed}]
-    from edgekit.bench import bench as run_bench
-
-    return run_bench(bundle, hosts=hosts, runner_args=runner_args, identity=identity, known_hosts=known_hosts,
-                     python=python, timeout=timeout)
-
-
 @main.command("compare")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--per-artifact", is_flag=True, help="Ratios to the same artifact in the first file (default: to the first row).")
@@ -228,7 +214,7 @@ def _bench_reports(bundle, hosts, emulate, runner_args, identity, known_hosts, p
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def compare_cmd(reports, per_artifact, plot_png, as_json, debug) -> None:
     """Compare runner reports (files from `edgekit bench --out` or `edgekit_runner.py --json`)."""
-    from edgekit.compare import compare, plot, render_compare
+    from edgekit.device.compare import compare, plot, render_compare
 
     data = _run(debug, compare, reports, per_artifact=per_artifact)
     if plot_png:

@@ -25,10 +25,10 @@ LOCK_NAME = "constraints.txt"
 #: system tools the tests run -> the Debian package that has it; scripts/setup-system.sh
 #: installs the same set (tests/test_doctor.py checks they agree)
 TEST_TOOLS = {
-    "sshd": "openssh-server",  # tests/test_bench.py: a real sshd on loopback
+    "sshd": "openssh-server",  # tests/device/test_bench.py: a real sshd on loopback
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
-    "debootstrap": "debootstrap",  # tests/test_emulate.py: the arm64 userland, built once
+    "debootstrap": "debootstrap",  # tests/device/test_emulate.py: the arm64 userland, built once
     "wget": "wget",  # debootstrap downloads with it
     "time": "time",  # GNU /usr/bin/time -v: the runner's peak RSS cross-check
     "qemu-x86_64": "qemu-user",  # -cpu Haswell: the AVX2-only CPU class (no VNNI)

@@ -34,7 +34,7 @@ class BuildOptions:
         verify_on: also verify every artifact inside an emulated userland of this architecture
             (``aarch64``: the device runtimes' ARM kernels under qemu), recorded as the
             ``arm_emulated`` verdict; ``none`` never does; None (default) does it when the target
-            is aarch64 and the emulated userland is already cached (see :mod:`edgekit.emulate`).
+            is aarch64 and the emulated userland is already cached (see :mod:`edgekit.device.emulate`).
     """
 
     target: str

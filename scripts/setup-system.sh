@@ -4,10 +4,10 @@
 # what is missing and which tests will skip (under CI=true those tests fail instead), and exits 0.
 #
 #   package         tool(s)                 tests
-#   openssh-server  sshd                    tests/test_bench.py: edgekit bench --host against a real sshd on loopback
-#   openssh-client  ssh, ssh-keygen         tests/test_bench.py (same)
-#   debootstrap     debootstrap             tests/test_emulate.py: builds the arm64 userland once (needs root once)
-#   wget            wget                    tests/test_emulate.py: debootstrap downloads with it
+#   openssh-server  sshd                    tests/device/test_bench.py: edgekit bench --host against a real sshd on loopback
+#   openssh-client  ssh, ssh-keygen         tests/device/test_bench.py (same)
+#   debootstrap     debootstrap             tests/device/test_emulate.py: builds the arm64 userland once (needs root once)
+#   wget            wget                    tests/device/test_emulate.py: debootstrap downloads with it
 #   time            /usr/bin/time (GNU)     benchmarks/runner_overhead.py: the runner's peak RSS cross-check
 #   qemu-user       qemu-x86_64             the AVX2-only CPU class: qemu-x86_64 -cpu Haswell (no VNNI)
 #

@@ -4,7 +4,7 @@ Why: :class:`~edgekit.stages.verify.Verify` runs the artifacts with the build ho
 which for an ARM target are not the device's. On an x86 host without VNNI, ONNX Runtime's int8
 GEMM multiplies in int16 with saturation and judged the digits rpi4 ORT artifact at 0.606 max
 abs err where ARM gives 0.345 (GUIDE.md section 2). Here the bundle's own runner runs inside
-the emulated Debian arm64 userland of :mod:`edgekit.emulate`, replays golden.npz and applies the
+the emulated Debian arm64 userland of :mod:`edgekit.device.emulate`, replays golden.npz and applies the
 manifest's tolerances, as the device would. Each artifact's manifest entry gets
 ``verdicts["arm_emulated"]``; a failing one fails the build like Verify does.
 
@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from edgekit.context import BuildContext
+from edgekit.device.settings import RunnerSettings
 from edgekit.errors import UnsupportedError, VerificationError
 from edgekit.runner.edgekit_runner import broken_bounds
 from edgekit.stages.base import Stage
@@ -27,7 +28,7 @@ from edgekit.stages.base import Stage
 VERDICT = "arm_emulated"
 SEMANTICS = "arm-kernels"
 # Correctness is the point and emulated timings mean nothing: one timed run, no warm-up.
-RUNNER_ARGS = ("--runs", "1", "--warmup", "0", "--min-seconds", "0")
+RUNNER_SETTINGS = RunnerSettings(runs=1, warmup=0, min_seconds=0.0)
 # What runs inside the emulated Linux userland; a device-only delegate or provider (NNAPI, GPU)
 # is replaced by the runtime's ARM CPU kernels, and the verdict says so.
 EMULATED_DELEGATES = ("xnnpack", "none")
@@ -37,7 +38,7 @@ EMULATED_PROVIDER = "CPUExecutionProvider"
 def device_arch(ctx: BuildContext) -> str | None:
     """The target device's architecture: the profile's ``device.arch`` when it has one, else
     from the ISA (``armv8.0-a`` and later are aarch64 here); None when neither says."""
-    from edgekit.emulate import ALIASES
+    from edgekit.device.emulate import ALIASES
 
     arch = getattr(ctx.profile.device, "arch", None)
     if arch:
@@ -50,7 +51,7 @@ def emulation_arch(ctx: BuildContext, flavours: list[str]) -> str | None:
     """The architecture to verify on, or None. An explicit ``verify_on`` that is not the
     target's architecture is refused (UnsupportedError); automatic mode needs ``flavours``
     already cached."""
-    from edgekit.emulate import ARCHES, arch_name, prepared
+    from edgekit.device.emulate import ARCHES, arch_name, prepared
 
     wanted, target = ctx.options.verify_on, device_arch(ctx)
     if wanted == "none":
@@ -66,14 +67,14 @@ def emulation_arch(ctx: BuildContext, flavours: list[str]) -> str | None:
 
 def profile_flavours(ctx: BuildContext) -> list[str]:
     """The emulated runtimes the profile's artifacts will need (before they exist)."""
-    from edgekit.emulate import DEFAULT_FLAVOUR
+    from edgekit.device.emulate import DEFAULT_FLAVOUR
 
     formats = (["tflite"] if ctx.profile.tflite.enabled else []) + (["onnx"] if ctx.profile.ort.enabled else [])
     return sorted({DEFAULT_FLAVOUR[f] for f in formats})
 
 
 def artifact_flavours(ctx: BuildContext) -> list[str]:
-    from edgekit.emulate import DEFAULT_FLAVOUR
+    from edgekit.device.emulate import DEFAULT_FLAVOUR
 
     return sorted({DEFAULT_FLAVOUR[a.format] for a in ctx.artifacts})
 
@@ -88,7 +89,7 @@ class PrepareEmulation(Stage):
         return ctx.options.verify_on not in (None, "none")
 
     def run(self, ctx: BuildContext) -> None:
-        from edgekit.emulate import prepare
+        from edgekit.device.emulate import prepare
 
         flavours = profile_flavours(ctx)
         arch = emulation_arch(ctx, flavours)
@@ -106,14 +107,14 @@ class VerifyEmulated(Stage):
         return bool(ctx.artifacts) and emulation_arch(ctx, artifact_flavours(ctx)) is not None
 
     def run(self, ctx: BuildContext) -> None:
-        from edgekit.emulate import prepare, run
+        from edgekit.device.emulate import prepare, run
 
         arch = emulation_arch(ctx, artifact_flavours(ctx))
         if ctx.options.verify_on is None:
             ctx.reporter.info(f"automatic: the emulated {arch} userland is cached (--verify-on none skips this)")
         env = prepare(arch, runtime=artifact_flavours(ctx), progress=ctx.reporter.info)  # cached: silent
-        args, notes = _runner_args(ctx)
-        report = run(ctx.bundle_dir, [*RUNNER_ARGS, *args], env=env, progress=ctx.reporter.info)
+        settings, notes = _runner_settings(ctx)
+        report = run(ctx.bundle_dir, settings, env=env, progress=ctx.reporter.info)
         results = {r["file"]: r for r in report["results"]}
         samples = len(next(iter(ctx.reference.values())))
         verdicts = {a.file: _verdict(results[a.file], report, samples, notes.get(a.format)) for a in ctx.artifacts}
@@ -122,18 +123,18 @@ class VerifyEmulated(Stage):
         _fail_or_allow(ctx, report, problems)
 
 
-def _runner_args(ctx: BuildContext) -> tuple[list[str], dict[str, str]]:
-    """Runner flags that replace a delegate or provider the emulated userland cannot have, and
-    per format the note saying so."""
-    profile, args, notes = ctx.profile, [], {}  # the profile is where the manifest's runtime_defaults come from
+def _runner_settings(ctx: BuildContext) -> tuple[RunnerSettings, dict[str, str]]:
+    """Runner settings that replace a delegate or provider the emulated userland cannot have,
+    and per format the note saying so."""
+    profile, settings, notes = ctx.profile, RUNNER_SETTINGS, {}  # the profile is where the manifest's runtime_defaults come from
     if profile.tflite.delegate not in EMULATED_DELEGATES:
-        args += ["--delegate", "xnnpack"]
+        settings = settings.replace(delegate="xnnpack")
         notes["tflite"] = f"the {profile.tflite.delegate} delegate is device-only: judged with XNNPACK's ARM kernels"
     if profile.ort.provider != EMULATED_PROVIDER:
-        args += ["--provider", EMULATED_PROVIDER]
+        settings = settings.replace(provider=EMULATED_PROVIDER)
         note = f"{profile.ort.provider} is device-only: judged with the CPU provider's ARM kernels"
         notes.update({"onnx": note, "ort": note})
-    return args, notes
+    return settings, notes
 
 
 def _verdict(result: dict[str, Any], report: dict[str, Any], samples: int, note: str | None) -> dict[str, Any]:

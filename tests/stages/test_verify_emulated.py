@@ -1,7 +1,7 @@
 """ARM-kernel verification in the build: `edgekit build --verify-on aarch64` runs the bundle's
 runner under qemu-aarch64 -cpu cortex-a72 and records ``verdicts["arm_emulated"]`` per artifact.
 
-The emulated tests use the default emulation cache (prepared once, as in tests/test_emulate.py).
+The emulated tests use the default emulation cache (prepared once, as in tests/device/test_emulate.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_cli import assert_one_line_error, edgekit
 
-from edgekit.emulate import prepare, prepared
+from edgekit.device.emulate import prepare, prepared
 from edgekit.stages.verify_emulated import VERDICT
 
 FP32_VS_HOST = 1e-5  # fp32 kernels differ across ISAs only in summation order

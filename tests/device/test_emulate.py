@@ -1,4 +1,4 @@
-"""edgekit.emulate: a real rpi4 bundle run by the aarch64 runtimes under qemu user-mode emulation.
+"""edgekit.device.emulate: a real rpi4 bundle run by the aarch64 runtimes under qemu user-mode emulation.
 
 The first run prepares the emulation cache (~80 s and ~200 MB of downloads here: needs root,
 debootstrap and network access to a Debian mirror and PyPI); later runs reuse it.
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.emulate import FLAVOURS, EmulationEnv, default_cache_dir, plan_runs, prepare, run
-from edgekit.emulate_tools import TOOL_PACKAGES
+from edgekit.device.bench import bench
+from edgekit.device.emulate import FLAVOURS, EmulationEnv, default_cache_dir, plan_runs, prepare, run
+from edgekit.device.settings import EMULATED, RunnerSettings
+from edgekit.device.userland import TOOL_PACKAGES
 from edgekit.errors import EmulationError
 
 pytestmark = pytest.mark.emulated
@@ -31,7 +33,7 @@ def env(require_tool, require_setup) -> EmulationEnv:
             require_tool(tool, TOOL_PACKAGES[tool])
         if os.geteuid() != 0:
             require_setup("the emulated arm64 userland is built once as root (debootstrap): "
-                          "sudo .venv/bin/python -m pytest tests/test_emulate.py")
+                          "sudo .venv/bin/python -m pytest tests/device/test_emulate.py")
     return prepare(runtime="all", progress=print)
 
 
@@ -133,17 +135,28 @@ def test_default_flavour_per_artifact(manifest: dict) -> None:
         plan_runs(manifest, "tensorflow")
 
 
-def test_one_artifact_with_runner_args(env: EmulationEnv, bundle: Path) -> None:
-    """--artifact picks the artifact and its default flavour; other args reach the runner."""
-    report = run(bundle, ["--artifact", "model_int8.ort", "--runs", "2", "--threads", "1"], env=env)
+def test_one_artifact_with_runner_settings(env: EmulationEnv, bundle: Path) -> None:
+    """settings.artifact picks the artifact and its default flavour; the other settings reach the runner."""
+    report = run(bundle, EMULATED.replace(artifact="model_int8.ort", runs=2, threads=1), env=env)
     (result,) = check_report(report, bundle, "onnxruntime", {"model_int8.ort"}).values()
     assert result["runs"] == 2 and result["runtime"]["threads"] == 1
+
+
+def test_bench_owns_emulation(env: EmulationEnv, bundle: Path) -> None:
+    """bench(emulate=...) prepares (cached: silent), runs few timed runs unless told, and judges
+    the report with the same rule as a local or SSH run."""
+    lines: list[str] = []
+    (report,) = bench(bundle, RunnerSettings(artifact="model_int8.tflite", threads=2), emulate="aarch64", progress=lines.append)
+    (result,) = check_report(report, bundle, "litert", {"model_int8.tflite"}).values()
+    assert report["host"] == "emulated-aarch64" and report["exit_code"] == 0 and report["passed"] is True
+    assert result["runs"] == EMULATED.runs == 3 and result["runtime"]["threads"] == 2
+    assert lines and all("timings are not meaningful" in line for line in lines)
 
 
 def test_failed_emulator_becomes_an_error_result(env: EmulationEnv, bundle: Path) -> None:
     """A crash (here: an 'emulator' that exits 1 silently) is reported per artifact, not raised."""
     broken = dataclasses.replace(env, qemu=Path("/bin/false"))
-    report = run(bundle, ["--artifact", "model_int8.tflite"], env=broken)
+    report = run(bundle, EMULATED.replace(artifact="model_int8.tflite"), env=broken)
     (result,) = report["results"]
     assert report["exit_code"] == 1 and report["device"] is None
     assert result["emulated"] is True and result["correctness"] is None

@@ -4,7 +4,8 @@ Only the OpenSSH client is used, in four connections:
 
 1. probe: the device's python, numpy and tar exist, then ``mktemp -d`` for a private folder;
 2. upload: the bundle as a tar stream written by :mod:`tarfile` into ``ssh ... tar -x``;
-3. run: ``python3 edgekit_runner.py DIR --json DIR/result.json ...``, then ``cat`` the JSON;
+3. run: ``python3 edgekit_runner.py DIR ... --json DIR/result.json`` (flags from
+   :meth:`~edgekit.device.settings.RunnerSettings.argv`), then ``cat`` the JSON;
 4. clean-up: ``rm -rf DIR``, always (``finally``), also after a failed or timed-out run.
 
 SSH runs with ``BatchMode=yes`` (keys only: never a password prompt that would hang) and
@@ -20,12 +21,12 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.device.runner_report import RUNNER, annotate, parse_report
+from edgekit.device.settings import RunnerSettings
 from edgekit.errors import BenchError
-from edgekit.runner_report import RUNNER, annotate, parse_report
 
 # Exit codes of the probe script (chosen away from ssh's 255 and the shell's 126/127).
 PROBE_NO_PYTHON, PROBE_NO_NUMPY, PROBE_NO_TAR = 90, 91, 92
@@ -209,17 +210,16 @@ def _write_tar(bundle: Path, stream) -> None:
             pass
 
 
-def _run_runner(host: Host, options: SshOptions, python: str, remote_dir: str, runner_args: Sequence[str],
-                timeout: float) -> tuple[int, str | None, str]:
+def _run_runner(host: Host, options: SshOptions, python: str, remote_dir: str,
+                settings: RunnerSettings) -> tuple[int, str | None, str]:
     """Run the runner; its table goes to stderr so stdout carries only the JSON (one round trip).
 
     Returns (runner exit code, JSON text or None, stderr)."""
     d = shlex.quote(remote_dir)
     out = shlex.quote(f"{remote_dir}/result.json")
-    args = " ".join(shlex.quote(a) for a in runner_args)
-    remote = (f"cd {d} && {shlex.quote(python)} {RUNNER} {d} --json {out} {args} 1>&2; rc=$?; "
-              f"cat {out} 2>/dev/null; exit $rc")
-    proc = _ssh(host, options, remote, timeout=timeout, step="the runner")
+    args = " ".join(shlex.quote(a) for a in settings.argv(f"{remote_dir}/result.json"))
+    remote = f"cd {d} && {shlex.quote(python)} {RUNNER} {d} {args} 1>&2; rc=$?; cat {out} 2>/dev/null; exit $rc"
+    proc = _ssh(host, options, remote, timeout=settings.timeout, step="the runner")
     stdout = proc.stdout.decode(errors="replace").strip()
     return proc.returncode, stdout or None, proc.stderr.decode(errors="replace")
 
@@ -235,14 +235,13 @@ def _cleanup(host: Host, options: SshOptions, remote_dir: str) -> None:
         pass
 
 
-def run_remote(bundle: Path, host: Host, runner_args: Sequence[str], *, options: SshOptions, python: str = "python3",
-               timeout: float = 1800) -> dict:
+def run_remote(bundle: Path, host: Host, settings: RunnerSettings, *, options: SshOptions, python: str = "python3") -> dict:
     """Probe, upload, run and fetch on one device; the remote folder is removed whatever happens."""
     start = time.perf_counter()
     remote_dir = _probe(host, options, python)
     try:
-        _upload(host, options, bundle, remote_dir, timeout)
-        code, text, stderr = _run_runner(host, options, python, remote_dir, runner_args, timeout)
+        _upload(host, options, bundle, remote_dir, settings.timeout)
+        code, text, stderr = _run_runner(host, options, python, remote_dir, settings)
     finally:
         _cleanup(host, options, remote_dir)
     report = parse_report(host.label, code, text, stderr)

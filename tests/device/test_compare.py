@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgekit.bench import bench
-from edgekit.compare import EMULATED_NOTE, compare, plot, render_compare
+from edgekit.device.bench import bench
+from edgekit.device.compare import EMULATED_NOTE, compare, plot, render_compare
+from edgekit.device.settings import RunnerSettings
 from edgekit.errors import BenchError
 
-FAST = ["--runs", "20", "--min-seconds", "0.1", "--warmup", "2"]
+FAST = RunnerSettings(runs=20, min_seconds=0.1, warmup=2)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def reports(tmp_path_factory, tiny_rpi4_bundle) -> list[Path]:
     folder = tmp_path_factory.mktemp("compare")
     paths = []
     for threads in (1, 2):
-        (report,) = bench(bundle, runner_args=[*FAST, "--threads", str(threads)])
+        (report,) = bench(bundle, FAST.replace(threads=threads))
         path = folder / f"threads{threads}.json"
         path.write_text(json.dumps(report))
         paths.append(path)

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.bench import bench, parse_host, render_bench
+from edgekit.device.bench import bench, parse_host, render_bench
+from edgekit.device.settings import RunnerSettings
 from edgekit.errors import BenchError
 
 # Small measurement settings: the tests check the mechanics, not this host's speed.
-FAST = ["--runs", "20", "--min-seconds", "0.1", "--warmup", "2"]
+FAST = RunnerSettings(runs=20, min_seconds=0.1, warmup=2)
 
 @pytest.fixture(scope="module")
 def bundle(tiny_rpi4_bundle) -> Path:
@@ -40,7 +41,7 @@ def manifest(bundle) -> dict:
 
 @pytest.fixture(scope="module")
 def local(bundle) -> dict:
-    (report,) = bench(bundle, runner_args=FAST)
+    (report,) = bench(bundle, FAST)
     return report
 
 
@@ -89,7 +90,7 @@ def test_failed_correctness_is_kept_and_marked(bundle, tmp_path):
     manifest = json.loads((broken / "manifest.json").read_text())  # the runner checks golden.npz's sha256
     manifest["golden"]["sha256"] = hashlib.sha256((broken / "golden.npz").read_bytes()).hexdigest()
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    (report,) = bench(broken, runner_args=[*FAST, "--artifact", "model_fp32.tflite"])
+    (report,) = bench(broken, FAST.replace(artifact="model_fp32.tflite"))
     assert report["exit_code"] == 1 and report["passed"] is False
     (r,) = report["results"]
     assert r["correctness"]["passed"] is False and r["correctness"]["max_abs_err"] >= 0.9
@@ -112,9 +113,10 @@ def test_bad_bundle_is_refused_with_the_fix(bundle, tmp_path, damage, message):
     assert "edgekit build" in str(info.value)
 
 
-def test_json_argument_is_reserved(bundle):
-    with pytest.raises(BenchError, match="--json is set by edgekit bench"):
-        bench(bundle, runner_args=["--json", "x.json"])
+def test_emulate_and_hosts_are_refused_together(bundle):
+    """Emulation runs here: silently dropping the --host devices would report the wrong machine."""
+    with pytest.raises(BenchError, match="--emulate runs here, not on --host devices"):
+        bench(bundle, hosts=["pi@raspberrypi"], emulate="aarch64")
 
 
 @pytest.mark.parametrize("spec, parsed", [
@@ -218,8 +220,7 @@ def remote(sshd: Sshd, hosts=None, **kwargs) -> list[dict]:
     """bench over the test sshd with this interpreter as the device's python (it has the runtimes)."""
     kwargs.setdefault("identity", sshd.identity)
     kwargs.setdefault("known_hosts", sshd.known_hosts)
-    kwargs.setdefault("runner_args", FAST)
-    return bench(kwargs.pop("bundle"), hosts=hosts or [sshd.host()], python=sys.executable, **kwargs)
+    return bench(kwargs.pop("bundle"), kwargs.pop("settings", FAST), hosts=hosts or [sshd.host()], python=sys.executable, **kwargs)
 
 
 def test_remote_bench_matches_local_and_cleans_up(sshd, bundle, local):
@@ -279,13 +280,13 @@ def test_missing_python_on_the_device(sshd, bundle):
 def test_runner_failure_names_the_host_and_still_cleans_up(sshd, bundle):
     before = remote_dirs()
     with pytest.raises(BenchError, match=rf"^{sshd.host()}: the runner failed with exit code 2 .*--runs"):
-        remote(sshd, bundle=bundle, runner_args=["--runs", "0"])
+        remote(sshd, bundle=bundle, settings=RunnerSettings(runs=0))
     assert remote_dirs() == before
 
 
 def test_one_failed_host_keeps_the_others(sshd, bundle):
     closed = f"{sshd.user}@127.0.0.1:{_free_port()}"
     with pytest.raises(BenchError, match=rf"1 of 2 hosts failed: {closed}: cannot connect") as info:
-        remote(sshd, hosts=[sshd.host(), closed], bundle=bundle, runner_args=[*FAST, "--artifact", "model_int8.tflite"])
+        remote(sshd, hosts=[sshd.host(), closed], bundle=bundle, settings=FAST.replace(artifact="model_int8.tflite"))
     (kept,) = info.value.results
     assert kept["host"] == sshd.host() and kept["passed"] is True

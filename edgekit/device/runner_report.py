@@ -43,12 +43,17 @@ def _runner_hint(reason: str) -> str:
     return "run the runner by hand on the device to see its full output"
 
 
+def passed(code: int, results: list[dict]) -> bool:
+    """The one bench verdict, wherever the runner ran: exit 0, at least one result, and every
+    artifact ran and met its tolerance."""
+    return code == 0 and bool(results) and all((r.get("correctness") or {}).get("passed") for r in results)
+
+
 def annotate(report: dict, host: str, code: int, wall_s: float, remote_dir: str | None = None) -> dict:
-    """Mark where and how the report was made; ``passed`` needs exit 0 AND every artifact passing."""
-    results = report.get("results") or []
+    """Mark where and how the report was made, and whether it :func:`passed`."""
     report["host"] = host
     report["exit_code"] = code
-    report["passed"] = code == 0 and bool(results) and all((r.get("correctness") or {}).get("passed") for r in results)
+    report["passed"] = passed(code, report.get("results") or [])
     report["started_at"] = round(time.time() - wall_s, 3)  # epoch seconds: when this host's run began
     report["wall_s"] = round(wall_s, 3)
     if remote_dir is not None:

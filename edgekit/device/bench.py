@@ -1,8 +1,11 @@
-"""``edgekit bench``: run a bundle's own device runner here or on devices over SSH.
+"""``edgekit bench``: run a bundle's own device runner here, on devices over SSH, or emulated.
 
 Locally the bundle's ``edgekit_runner.py`` runs in a fresh interpreter (``sys.executable``). On a
-device (``user@host[:port]``) only the OpenSSH client is used: see :mod:`edgekit.ssh` for the
-connections it makes and the SSH options it enforces. Several hosts run in parallel.
+device (``user@host[:port]``) only the OpenSSH client is used: see :mod:`edgekit.device.ssh` for
+the connections it makes and the SSH options it enforces. Several hosts run in parallel. With
+``emulate`` the runner runs in an aarch64 userland under qemu (:mod:`edgekit.device.emulate`).
+All three get the same :class:`~edgekit.device.settings.RunnerSettings` and are judged by one
+rule (:func:`~edgekit.device.runner_report.passed`).
 Every failure becomes one :class:`~edgekit.errors.BenchError` naming the host and the fix.
 """
 from __future__ import annotations
@@ -11,44 +14,55 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from edgekit.device.runner_report import RUNNER, annotate, parse_report
+from edgekit.device.settings import DEFAULTS, RunnerSettings
+from edgekit.device.ssh import SshOptions, check_ssh_files, parse_host, run_remote
 from edgekit.errors import BenchError
 from edgekit.report import table
-from edgekit.runner_report import RUNNER, annotate, parse_report
-from edgekit.ssh import SshOptions, check_ssh_files, parse_host, run_remote
 
 LOCAL = "local"
 
 
 # ----------------------------------------------------------------------------- public API
-def bench(bundle: Path, *, hosts: Sequence[str] = (), runner_args: Sequence[str] = (), identity: Path | None = None,
-          known_hosts: Path | None = None, python: str = "python3", timeout: float = 1800) -> list[dict]:
-    """Run ``bundle``'s device runner locally (no ``hosts``) or on each host, in parallel.
+def bench(bundle: Path, settings: RunnerSettings = DEFAULTS, *, hosts: Sequence[str] = (), emulate: str | None = None,
+          identity: Path | None = None, known_hosts: Path | None = None, python: str = "python3",
+          progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Run ``bundle``'s device runner locally (no ``hosts``), on each host in parallel, or in the
+    emulated userland of ``emulate`` (an architecture, e.g. ``"aarch64"``), with ``settings``.
 
     Returns one runner report (the runner's JSON) per host, in the order given, each annotated
-    with ``host`` (``"local"`` here), ``exit_code`` (the runner's), ``passed`` (every artifact ran
-    and met its tolerance), ``started_at`` / ``wall_s`` and, for devices, ``remote_dir`` (removed
-    again). ``python`` is the device's interpreter; a local run uses this one (``sys.executable``).
-    ``timeout`` bounds each step (copy, run) in seconds.
+    with ``host`` (``"local"`` here, ``"emulated-<arch>"`` emulated), ``exit_code`` (the
+    runner's), ``passed`` (every artifact ran and met its tolerance), ``started_at`` / ``wall_s``
+    and, for devices, ``remote_dir`` (removed again). ``python`` is the device's interpreter; a
+    local run uses this one (``sys.executable``). ``settings.timeout`` bounds each step (copy,
+    run) in seconds. Emulated, timing fields left at their defaults shrink to a few runs
+    (:meth:`RunnerSettings.for_emulation`); ``progress`` gets the emulation's progress lines.
     A failed correctness check is a result (``passed`` false), not an exception.
 
     Raises :class:`BenchError` when a run gives no result (bad bundle, SSH, missing python...);
     with several hosts every host still runs, and the error lists each failed host and keeps
-    the others' reports in ``error.results``.
+    the others' reports in ``error.results``. Emulation problems raise EmulationError.
     """
     bundle = check_bundle(Path(bundle))
-    args = _check_runner_args(runner_args)
+    if emulate is not None:
+        if hosts:
+            raise BenchError("--emulate runs here, not on --host devices", "drop one of --emulate and --host")
+        return [run_emulated(bundle, settings, emulate, progress)]
     if not hosts:
-        return [run_local(bundle, args, timeout=timeout)]
-    options = check_ssh_files(SshOptions(identity=identity, known_hosts=known_hosts))
+        return [run_local(bundle, settings)]
+    return _run_hosts(bundle, settings, hosts, SshOptions(identity=identity, known_hosts=known_hosts), python)
+
+
+def _run_hosts(bundle: Path, settings: RunnerSettings, hosts: Sequence[str], options: SshOptions, python: str) -> list[dict]:
+    options = check_ssh_files(options)
     for host in hosts:
         parse_host(host)  # a typo fails before any connection is made
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        futures = [pool.submit(run_remote, bundle, parse_host(h), args, options=options, python=python, timeout=timeout)
-                   for h in hosts]
+        futures = [pool.submit(run_remote, bundle, parse_host(h), settings, options=options, python=python) for h in hosts]
         outcomes = [_outcome(f) for f in futures]
     results = [o for o in outcomes if isinstance(o, dict)]
     failures = [o for o in outcomes if isinstance(o, BenchError)]
@@ -90,27 +104,30 @@ def check_bundle(bundle: Path) -> Path:
     return bundle.resolve()
 
 
-def _check_runner_args(runner_args: Sequence[str]) -> list[str]:
-    args = [str(a) for a in runner_args]
-    if any(a == "--json" or a.startswith("--json=") for a in args):
-        raise BenchError("--json is set by edgekit bench itself", "drop it from the runner arguments")
-    return args
-
-
-def run_local(bundle: Path, runner_args: Sequence[str], *, timeout: float = 1800) -> dict:
+def run_local(bundle: Path, settings: RunnerSettings) -> dict:
     """Run the bundle's runner with this interpreter in a fresh process; return its report."""
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(bundle / RUNNER), str(bundle), "--json", str(out), *runner_args]
+        cmd = [sys.executable, str(bundle / RUNNER), str(bundle), *settings.argv(str(out))]
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=settings.timeout)
         except subprocess.TimeoutExpired:
-            raise BenchError(f"local: the runner did not finish within {timeout:.0f} s",
+            raise BenchError(f"local: the runner did not finish within {settings.timeout:.0f} s",
                              "raise --timeout, or lower --runs / --max-seconds") from None
         text = out.read_text() if out.is_file() else None
     return annotate(parse_report(LOCAL, proc.returncode, text, proc.stderr), LOCAL, proc.returncode,
                      time.perf_counter() - start)
+
+
+def run_emulated(bundle: Path, settings: RunnerSettings, arch: str, progress: Callable[[str], None] | None = None) -> dict:
+    """Prepare (once; cached after) the emulated userland with every runtime flavour, run the
+    bundle there, and judge the report like any other host's."""
+    from edgekit.device.emulate import prepare, run
+
+    start = time.perf_counter()
+    report = run(bundle, settings.for_emulation(), env=prepare(arch, runtime="all", progress=progress), progress=progress)
+    return annotate(report, f"emulated-{report['emulation']['arch']}", report["exit_code"], time.perf_counter() - start)
 
 
 def _outcome(future) -> dict | BenchError:

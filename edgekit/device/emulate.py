@@ -1,8 +1,9 @@
 """Run a bundle's device runner in an aarch64 userland on an x86 host (qemu user-mode emulation).
 
-``edgekit bench BUNDLE --emulate aarch64`` uses this to show, with no device attached, that the
-artifacts load and give the right numbers through the ARM kernels of the real device runtimes
-(the aarch64 wheels of ai-edge-litert, tflite-runtime and onnxruntime); ``edgekit build
+``edgekit bench BUNDLE --emulate aarch64`` (:func:`edgekit.device.bench.bench`) uses this to
+show, with no device attached, that the artifacts load and give the right numbers through the
+ARM kernels of the real device runtimes (the aarch64 wheels of ai-edge-litert, tflite-runtime
+and onnxruntime); ``edgekit build
 --verify-on aarch64`` makes that a verdict of the build (:mod:`edgekit.stages.verify_emulated`),
 and does so unasked when :func:`prepared` finds the userland already cached. Emulated *timings* mean
 nothing (the emulator translates every instruction); emulated *outputs* do: int8 kernels give
@@ -25,8 +26,8 @@ prepare resume at the step it was in:
 once per artifact. With ``-L`` the guest sees ROOTFS first and falls back to the host filesystem
 for absolute paths ROOTFS does not have, which is how it reads the bundle and writes its JSON.
 
-The steps of :func:`prepare` and what is emulated live in :mod:`edgekit.emulate_env`, the
-helpers for the host's tools (apt, dpkg-deb, tar, debootstrap) in :mod:`edgekit.emulate_tools`.
+The steps of :func:`prepare`, what is emulated and the host's tools they need (apt, dpkg-deb,
+tar, debootstrap) live in :mod:`edgekit.device.userland`; this module is the API and the runs.
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.emulate_env import (
+from edgekit.device.runner_report import RUNNER
+from edgekit.device.settings import EMULATED, RunnerSettings
+from edgekit.device.userland import (
     ALIASES,
     ARCHES,
     FLAVOURS,
@@ -53,6 +56,7 @@ from edgekit.emulate_env import (
     cached_flavour,
     cached_info,
     cached_step,
+    check_host,
     fetch_qemu,
     guest_environ,
     locked,
@@ -61,16 +65,10 @@ from edgekit.emulate_env import (
     qemu_key,
     rootfs_key,
 )
-from edgekit.emulate_env import Flavour as Flavour  # re-exported: part of this module's API
-from edgekit.emulate_tools import check_host
+from edgekit.device.userland import Flavour as Flavour  # re-exported: part of this module's API
 from edgekit.errors import EmulationError
-from edgekit.runner_report import RUNNER
 
 DEFAULT_FLAVOUR = {"tflite": "litert", "onnx": "onnxruntime", "ort": "onnxruntime"}
-# A few timed runs prove the loop works; more only costs minutes of meaningless emulated timing.
-# Caller's runner_args come after these, and argparse keeps the last value.
-EMULATED_RUNNER_ARGS = ("--runs", "3", "--warmup", "1", "--min-seconds", "0")
-RUN_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -167,19 +165,19 @@ def plan_runs(manifest: dict[str, Any], runtime: str | None = None, artifact: st
     return plan
 
 
-def run(bundle: Path, runner_args: Sequence[str] = (), *, env: EmulationEnv | None = None, runtime: str | None = None,
-        progress: Progress | None = None, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+def run(bundle: Path, settings: RunnerSettings = EMULATED, *, env: EmulationEnv | None = None, runtime: str | None = None,
+        progress: Progress | None = None) -> dict[str, Any]:
     """Run the bundle's ``edgekit_runner.py`` under qemu, one process per artifact.
 
     Returns the runner's JSON report merged over artifacts, every result marked
     ``emulated: true``, plus ``exit_code`` (the worst runner exit code) and ``emulation``
-    (qemu version, cpu, rootfs, guest python, runtime flavour). ``--artifact`` in
-    ``runner_args`` selects one artifact; ``--json`` is set here.
+    (qemu version, cpu, rootfs, guest python, runtime flavour). ``settings`` are used as
+    given (:data:`~edgekit.device.settings.EMULATED` by default: a few timed runs);
+    ``settings.artifact`` selects one artifact, ``settings.timeout`` bounds each run.
     """
     bundle = Path(bundle).resolve()
     manifest = _read_manifest(bundle)
-    args, only = _split_runner_args(runner_args)
-    plan = plan_runs(manifest, runtime, only)
+    plan = plan_runs(manifest, runtime, settings.artifact)
     env = _ensure(env, {flavour for _, flavour in plan}, progress)
     say = progress or _stderr_progress
     _check_visible(env, bundle)
@@ -188,7 +186,7 @@ def run(bundle: Path, runner_args: Sequence[str] = (), *, env: EmulationEnv | No
         _check_visible(env, Path(tmp))
         for art, flavour in plan:
             say(f"{art['file']}: running under {env.qemu.name} -cpu {env.cpu} with {flavour} (timings are not meaningful)")
-            outcomes.append(_run_artifact(env, bundle, art, flavour, args, Path(tmp), timeout))
+            outcomes.append(_run_artifact(env, bundle, art, flavour, settings.replace(artifact=art["file"]), Path(tmp)))
     return _merge(env, bundle, manifest, plan, outcomes)
 
 
@@ -235,20 +233,6 @@ def _read_manifest(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
-def _split_runner_args(runner_args: Sequence[str]) -> tuple[list[str], str | None]:
-    """Take ``--artifact`` (decides the plan) and ``--json`` (set per run) out of the args."""
-    args, artifact, items = [], None, list(runner_args)
-    while items:
-        item = items.pop(0)
-        flag, eq, value = item.partition("=")
-        if flag in ("--artifact", "--json"):
-            value = value if eq else (items.pop(0) if items else "")
-            artifact = value if flag == "--artifact" else artifact
-            continue
-        args.append(item)
-    return args, artifact
-
-
 def _format(art: dict[str, Any]) -> str:
     return art.get("format") or Path(art.get("file", "")).suffix.lstrip(".")
 
@@ -261,19 +245,19 @@ def _check_visible(env: EmulationEnv, path: Path) -> None:
                              "move the bundle (or TMPDIR) to another folder")
 
 
-def _run_artifact(env: EmulationEnv, bundle: Path, art: dict[str, Any], flavour: str, args: list[str], tmp: Path,
-                  timeout: float) -> tuple[dict[str, Any] | None, dict[str, Any], int]:
+def _run_artifact(env: EmulationEnv, bundle: Path, art: dict[str, Any], flavour: str, settings: RunnerSettings,
+                  tmp: Path) -> tuple[dict[str, Any] | None, dict[str, Any], int]:
     """One artifact in one qemu process: (runner report or None, result, runner exit code).
 
-    Always with ``--artifact``: without it the runner starts a child interpreter per artifact,
-    and with no binfmt_misc handler the guest cannot exec an aarch64 binary (ENOEXEC)."""
+    ``settings`` always name the artifact: without ``--artifact`` the runner starts a child
+    interpreter per artifact, and with no binfmt_misc handler the guest cannot exec an aarch64 binary (ENOEXEC)."""
     out = tmp / f"{flavour}-{art['file']}.json"
-    argv = [str(bundle / RUNNER), str(bundle), *EMULATED_RUNNER_ARGS, *args, "--artifact", art["file"], "--json", str(out)]
+    argv = [str(bundle / RUNNER), str(bundle), *settings.argv(str(out))]
     try:
         proc = subprocess.run(env.command(argv), env=env.environ(flavour, tmp), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+                              stdin=subprocess.DEVNULL, timeout=settings.timeout)
     except subprocess.TimeoutExpired:
-        return None, _error_result(art, f"{art['file']}: no result after {timeout:.0f} s under emulation"), 1
+        return None, _error_result(art, f"{art['file']}: no result after {settings.timeout:.0f} s under emulation"), 1
     if out.is_file():
         report = json.loads(out.read_text(encoding="utf-8"))
         result = report["results"][0]
