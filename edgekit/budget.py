@@ -13,9 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import MaxDropError, QualityBudgetError
+
+if TYPE_CHECKING:
+    from edgekit.compress import TrainData
+    from edgekit.context import BuildContext
 
 #: how to write ``--max-drop``, shown in its help text and in every parse error
 MAX_DROP_SYNTAX = "2pp or 2 (top-1 drop, percentage points), cos:0.99 (min cosine), ppl:5% (perplexity increase)"
@@ -69,6 +73,29 @@ class MaxDrop:
     def __str__(self) -> str:
         return {Metric.TOP1_DROP: f"{self.bound:g}pp", Metric.COSINE: f"cos:{self.bound:g}",
                 Metric.PPL_INCREASE: f"ppl:{self.bound:g}%"}[self.metric]
+
+
+def budget_metric(ctx: BuildContext, data: TrainData) -> Metric:
+    """The one figure that judges the model of build ``ctx``: the metric of its task, given its
+    training data ``data``."""
+    from edgekit.compress import Task
+
+    if ctx.task == "lm":
+        return Metric.PPL_INCREASE
+    _, y = data.eval_split()
+    return Metric.TOP1_DROP if y is not None and data.resolved_task is Task.CLASSIFICATION else Metric.COSINE
+
+
+def budget_bound(ctx: BuildContext, metric: Metric) -> tuple[float | None, str]:
+    """The bound and where it comes from; a ``--max-drop`` for another metric is refused."""
+    override = ctx.options.max_drop
+    if override is None:
+        return getattr(ctx.profile.budget, metric.budget_field), f"{ctx.profile.name} profile budget"
+    if override.metric is not metric:
+        example = {Metric.TOP1_DROP: "2pp", Metric.COSINE: "cos:0.95", Metric.PPL_INCREASE: "ppl:10%"}[metric]
+        raise MaxDropError(f"--max-drop {override} bounds {override.metric.value}, but this model is judged by "
+                           f"{metric.value}", f"pass e.g. --max-drop {example}")
+    return override.bound, f"--max-drop {override}"
 
 
 def figure(metric: Metric, step: dict[str, Any], original: dict[str, Any]) -> float:

@@ -16,9 +16,45 @@ from typing import Any
 
 from edgekit import outdir
 from edgekit.context import BuildContext, Reporter, SilentReporter
-from edgekit.errors import ConversionError, EdgekitError
+from edgekit.errors import ConversionError, EdgekitError, MaxDropError, UnsupportedError
 from edgekit.options import BuildOptions
 from edgekit.targets import TargetProfile, load_target
+
+
+def load_recipe(options: BuildOptions) -> Any:
+    """The compression recipe (an :class:`edgekit.compress.Recipe`, or ``None``) from
+    ``--recipe``, CLI shorthand, or ``edgekit.toml`` beside the model; parsed (and refused when
+    malformed) before the build does any work."""
+    recipe = _parse_recipe(options)
+    if recipe is not None and recipe.steps and options.model and options.model.endswith(".onnx"):
+        raise UnsupportedError("compression needs a PyTorch model; this build starts from ONNX",
+                               "pass file.py:factory or a .pt2, or drop the compression options")
+    if options.max_drop is not None and (recipe is None or not recipe.steps):
+        raise MaxDropError(f"--max-drop {options.max_drop} bounds what compression costs, but this build compresses nothing",
+                           "drop --max-drop, or add a step such as --prune structured:0.5")
+    return recipe
+
+
+def _parse_recipe(options: BuildOptions) -> Any:
+    from edgekit.compress import Recipe  # imports torch: only when there is a recipe
+
+    if options.recipe and options.recipe_file:
+        raise UnsupportedError("both --recipe FILE and compression flags were given", "use one of them")
+    if options.recipe:
+        return Recipe.from_cli(list(options.recipe))
+    path = options.recipe_file or _beside_model(options.model)
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UnsupportedError(f"recipe file {path} does not exist", "check the --recipe path")
+    return Recipe.from_toml(Path(path))
+
+
+def _beside_model(model: str | None) -> Path | None:
+    if not model or ":" not in model or model.endswith((".onnx", ".pt2")):
+        return None
+    candidate = Path(model.rpartition(":")[0]).parent / "edgekit.toml"
+    return candidate if candidate.is_file() else None
 
 
 def _seed(seed: int) -> None:
@@ -94,8 +130,6 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
 
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
-    from edgekit.stages.compress import load_recipe
-
     profile = load_target(options.target)
     recipe = load_recipe(options)  # a bad recipe is refused before any work
     out = options.out_dir(profile.name)

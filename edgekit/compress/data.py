@@ -6,14 +6,19 @@ distillation, QAT) sees the same, seeded, reproducible minibatches.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from edgekit.compress.errors import RecipeError
+
+if TYPE_CHECKING:
+    from edgekit.context import BuildContext
 
 # A model's inputs: one tensor, or a tuple of tensors (multi-input models, e.g. token ids and
 # attention mask) that share the sample dimension; a tuple is passed as ``model(*xs)``.
@@ -113,6 +118,88 @@ class TrainData:
     def from_calibration(cls, x: Inputs, *, seed: int = 0) -> TrainData:
         """Unlabelled calibration inputs: only distillation from a teacher can use them."""
         return cls(x_train=x, seed=seed)
+
+    @classmethod
+    def from_build(cls, ctx: BuildContext) -> TrainData:
+        """A build's training data: labelled train/eval splits when the calibration set has
+        them, else calibration inputs with the uncompressed model as the only label source.
+
+        The model file's ``train_data`` hook wins over the calibration set. An unlabelled
+        ``train`` split (e.g. the text set's extra sentences) is training input too, together
+        with the calibration inputs: the teacher labels both. Reports use the ``eval`` split
+        (``heldout`` of a text set: measured, never trained on) when present, else
+        ``verification``. Multi-input models get a tuple of tensors in input order.
+        """
+        progress = training_progress(ctx.reporter.info)
+        if "train_data" in ctx.hooks:
+            x_train, y_train, x_eval, y_eval = ctx.hooks["train_data"]()
+            return cls(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed, on_batch=progress)
+        cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
+        train = cal.train_samples()
+        if train is not None and cal.train_labels is not None:
+            return cls(_inputs(train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
+                       _labels(cal.eval_labels), seed=seed, on_batch=progress)
+        x_train = _inputs(cal.calibration, names)
+        if train is not None:
+            x_train = _concat(_inputs(train, names), x_train)
+        x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
+        return cls(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx.model, x_train, names),
+                   on_batch=progress)
+
+
+def training_progress(info: Callable[[str], None], every_s: float = 20.0) -> Callable[[int, int, int, int, float], None]:
+    """An ``on_batch`` callback passing epoch, batch, loss and time left to ``info`` every
+    ``every_s`` seconds: distilling on the large text set runs for tens of minutes."""
+    state = {"start": 0.0, "last": 0.0}
+
+    def on_batch(epoch: int, epochs: int, batch: int, batches: int, loss: float) -> None:
+        now = time.monotonic()
+        if epoch == 0 and batch == 1:  # a new training run (each method fits once)
+            state["start"] = state["last"] = now
+        done = (epoch * batches + batch) / (epochs * batches)
+        if now - state["last"] < every_s:
+            return
+        state["last"] = now
+        left = (now - state["start"]) * (1 - done) / done
+        info(f"training: epoch {epoch + 1}/{epochs}, batch {batch}/{batches} ({done:.0%}), "
+             f"loss {loss:.4f}, about {left / 60:.0f} min left")
+
+    return on_batch
+
+
+def _tensor(samples: dict[str, np.ndarray], name: str) -> torch.Tensor:
+    """``[N, 1, *shape]`` build samples -> ``[N, *shape]`` training tensor."""
+    x = samples[name]
+    return torch.from_numpy(np.ascontiguousarray(x.reshape((-1,) + x.shape[2:])))
+
+
+def _labels(y: np.ndarray | None) -> torch.Tensor | None:
+    return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def _inputs(samples: dict[str, np.ndarray] | None, names: list[str]) -> Inputs | None:
+    """One training tensor for a single-input model, else a tuple in the model's input order."""
+    if samples is None:
+        return None
+    if len(names) == 1:
+        return _tensor(samples, names[0])
+    return tuple(_tensor(samples, n) for n in names)
+
+
+def _concat(a: Inputs, b: Inputs) -> Inputs:
+    if isinstance(a, tuple):
+        return tuple(torch.cat([x, y]) for x, y in zip(a, b))
+    return torch.cat([a, b])
+
+
+def _trim_padding(model: Any, x_train: Inputs, names: list[str]) -> int | None:
+    """Token models with an ``attention_mask`` input train on minibatches cut to their longest
+    sentence (several times faster on short sentences) when that provably leaves the model's
+    outputs unchanged; models with fixed-length parts keep the full padded length."""
+    if len(names) < 2 or "attention_mask" not in names or model is None:
+        return None
+    index = names.index("attention_mask")
+    return index if padding_trim_is_exact(model, x_train, index) else None
 
 
 def as_tuple(x: Inputs) -> tuple[torch.Tensor, ...]:

@@ -1,14 +1,24 @@
-"""Size and quality measures shared by every compression method and the stage reports."""
+"""Size and quality measures shared by every compression method and the stage reports.
+
+:func:`measure_step` adds a build's per-step figures (fp32 ONNX bytes and host latency of the
+graph the build would ship, perplexity, the model file's own ``evaluate`` metrics).
+"""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from edgekit.compress.data import Inputs, call, num_samples, take
+from edgekit.compress.data import Inputs, TrainData, as_tuple, call, num_samples, take
+
+if TYPE_CHECKING:
+    from edgekit.context import BuildContext
 
 _EVAL_BATCH = 256
 
@@ -128,3 +138,49 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
             zeros += nz
             total += w.numel()
     return {"global": zeros / total if total else 0.0, "layers": layers}
+
+
+def measure_step(model: nn.Module, ctx: BuildContext, data: TrainData) -> dict[str, Any]:
+    """Bytes and latency of one step's model, its perplexity for a language model, plus the
+    user's ``evaluate`` metrics if defined. QAT models are measured as their float equivalent
+    (fake-quant ops are not deployable)."""
+    from edgekit.compress.qat import QuantWrapped, to_float
+
+    if isinstance(model, QuantWrapped):
+        model = to_float(model)
+    out = onnx_size_and_latency(model.eval(), ctx)
+    if ctx.task == "lm":
+        out["perplexity"] = perplexity(model, data)
+    if "evaluate" in ctx.hooks:
+        x, y = data.eval_split()
+        out["user_metrics"] = {k: float(v) for k, v in ctx.hooks["evaluate"](model.eval(), x, y).items()}
+    return out
+
+
+def perplexity(model: nn.Module, data: TrainData) -> float:
+    """Perplexity on the eval windows (the first input holds the token ids)."""
+    from edgekit.metrics import causal_lm_perplexity
+
+    x, _ = data.eval_split()
+    return causal_lm_perplexity(model_output(model, x).numpy(), as_tuple(x)[0].numpy())
+
+
+def onnx_size_and_latency(model: nn.Module, ctx: BuildContext, runs: int = 30) -> dict[str, float]:
+    """fp32 ONNX bytes and onnxruntime p50 of ``model``, exported exactly as the build's ONNX
+    export stage exports the model it ships."""
+    from edgekit.hostrun import ORTSession
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = step_onnx(model, ctx, Path(tmp))
+        session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
+        sample = {k: v[0] for k, v in ctx.calibration.verification.items()}
+        return {"onnx_fp32_bytes": path.stat().st_size, "ort_fp32_p50_ms": float(np.median(session.latency_ms(sample, runs)))}
+
+
+def step_onnx(model: nn.Module, ctx: BuildContext, folder: Path) -> Path:
+    """``folder/step.onnx``: ``model`` exported by the ONNX export stage's own exporter."""
+    from edgekit.stages.export_onnx import export_model
+
+    path = folder / "step.onnx"
+    export_model(model, ctx, path)
+    return path

@@ -78,6 +78,30 @@ class Recipe:
         object.__setattr__(self, "steps", tuple(self.steps))
         _check_order([s.method for s in self.steps])
 
+    def with_channel_multiple(self, multiple: int) -> Recipe:
+        """Structured pruning steps that leave ``round_to`` unset keep channel counts that are
+        multiples of ``multiple`` (the target's SIMD width)."""
+        def rounded(step: Step) -> Step:
+            o = step.options
+            if step.method is Method.PRUNE and o.kind is pruning.PruneKind.STRUCTURED and o.round_to is None:
+                return dataclasses.replace(step, options=dataclasses.replace(o, round_to=multiple))
+            return step
+
+        return Recipe(tuple(rounded(s) for s in self.steps))
+
+    def defaulted_finetune(self) -> set[str]:
+        """The methods whose ``finetune_epochs`` the recipe leaves to the build."""
+        return {s.method.value for s in self.steps if getattr(s.options, "finetune_epochs", 0) is None}
+
+    def with_default_finetune(self, epochs: int) -> Recipe:
+        """Prune and lowrank steps that leave ``finetune_epochs`` unset get ``epochs``."""
+        def defaulted(step: Step) -> Step:
+            if step.method in (Method.PRUNE, Method.LOWRANK) and step.options.finetune_epochs is None:
+                return dataclasses.replace(step, options=dataclasses.replace(step.options, finetune_epochs=epochs))
+            return step
+
+        return Recipe(tuple(defaulted(s) for s in self.steps))
+
     @classmethod
     def from_dicts(cls, tables: list[dict[str, Any]]) -> Recipe:
         """From ``[{"method": "prune", "kind": "structured", "ratio": 0.3}, ...]``."""

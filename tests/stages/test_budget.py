@@ -160,8 +160,9 @@ def test_language_models_are_judged_by_perplexity_on_the_eval_windows():
     import torch
 
     from edgekit import metrics
+    from edgekit.budget import budget_metric
     from edgekit.compress import TrainData
-    from edgekit.stages.compress import _perplexity, budget_metric
+    from edgekit.compress.metrics import perplexity
 
     torch.manual_seed(0)
     lm = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16))
@@ -171,7 +172,7 @@ def test_language_models_are_judged_by_perplexity_on_the_eval_windows():
     assert budget_metric(SimpleNamespace(task="embedding"), data) is Metric.COSINE
     with torch.no_grad():
         expected = metrics.causal_lm_perplexity(lm(tokens).numpy(), tokens.numpy())
-    assert _perplexity(lm, data) == pytest.approx(expected, rel=1e-9) and 1 < expected < 100
+    assert perplexity(lm, data) == pytest.approx(expected, rel=1e-9) and 1 < expected < 100
     steps = [{"method": "original", "settings": {}, "perplexity": 20.0},
              {"method": "qat", "settings": {"epochs": 1}, "perplexity": 21.5}]
     with pytest.raises(QualityBudgetError, match=r"qat \(epochs=1\) .* perplexity 21.500 vs 20.000 .* \+7.50 % > 5 %"):

@@ -75,3 +75,35 @@ def test_user_train_data_and_evaluate_hooks(tmp_path, tiny_model_file, build_bun
     assert pruned["user_metrics"]["hook_samples"] == 100
     assert abs(pruned["user_metrics"]["hook_top1"] - pruned["accuracy"]) < 1e-6  # same split, same model
     assert abs(pruned["sparsity"] - 0.5) < 0.02
+
+
+def test_each_step_is_measured_on_the_graph_the_export_stage_ships(tmp_path, tiny_model_file):
+    """The per-step figures come from the export the build ships: the profile's opset and the
+    stage's exporter, hence the very same graph (ops, opset, bytes) for the same model."""
+    import numpy as np
+    import onnx
+
+    from edgekit.calibration import CalibrationSet
+    from edgekit.compress.metrics import onnx_size_and_latency, step_onnx
+    from edgekit.context import BuildContext
+    from edgekit.options import BuildOptions
+    from edgekit.stages.export_onnx import ExportOnnx
+    from edgekit.stages.load import LoadModel
+    from edgekit.targets import load_target
+
+    profile = load_target("rpi4")
+    ctx = BuildContext(BuildOptions(target="rpi4", model=f"{tiny_model_file}:factory"), profile,
+                       tmp_path / "bundle", tmp_path)
+    LoadModel().run(ctx)
+    samples = {"input": np.random.default_rng(0).random((2, 1, 1, 8, 8)).astype(np.float32)}
+    ctx.calibration = CalibrationSet("random", samples, samples)
+    ExportOnnx().run(ctx)
+    shipped = onnx.load(ctx.onnx_path)
+    measured = onnx.load(step_onnx(ctx.model, ctx, tmp_path))
+    assert [n.op_type for n in measured.graph.node] == [n.op_type for n in shipped.graph.node] == \
+        ["Conv", "Relu", "Conv", "Relu", "ReduceMean", "Reshape", "Gemm"]  # legacy exporter: GlobalAveragePool, Flatten
+    assert [o.version for o in measured.opset_import if o.domain == ""] == [profile.export.opset]
+    assert [o.version for o in shipped.opset_import if o.domain == ""] == [profile.export.opset]
+    figures = onnx_size_and_latency(ctx.model, ctx, runs=2)
+    assert figures["onnx_fp32_bytes"] == ctx.onnx_path.stat().st_size == (tmp_path / "step.onnx").stat().st_size
+    assert figures["ort_fp32_p50_ms"] > 0
