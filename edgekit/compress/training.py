@@ -48,10 +48,8 @@ def fit(
     torch.manual_seed(data.seed)
     keep_zeros = _zero_masks(model)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-    opt = torch.optim.Adam(params, lr=lr)
     batches_per_epoch = -(-num_samples(data.x_train) // data.batch_size)
-    total_steps = epochs * batches_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / total_steps) if lr_decay else None
+    opt, sched = _adam(params, lr, epochs * batches_per_epoch, lr_decay)
     gen = seeded_generator(data.seed)
     history = []
     model.train(train_mode)
@@ -59,21 +57,35 @@ def fit(
         total, batches = 0.0, 0
         for xb, yb in iterate_minibatches(data.x_train, data.y_train, data.batch_size, gen,
                                           data.trim_padding):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model, xb, yb)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            _apply_masks(keep_zeros)
-            if after_step is not None:
-                after_step()
-            total, batches = total + loss.item(), batches + 1
+            loss = _step(model, xb, yb, loss_fn, opt, sched, keep_zeros, after_step)
+            total, batches = total + loss, batches + 1
             if data.on_batch is not None:
-                data.on_batch(epoch, epochs, batches, batches_per_epoch, loss.item())
+                data.on_batch(epoch, epochs, batches, batches_per_epoch, loss)
         history.append(total / max(batches, 1))
     model.eval()
     return history
+
+
+def _adam(params: list[nn.Parameter], lr: float, total_steps: int, lr_decay: bool):
+    """Adam over ``params``, and the linear decay to 0 over ``total_steps`` when ``lr_decay``."""
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / total_steps) if lr_decay else None
+    return opt, sched
+
+
+def _step(model: nn.Module, xb: Inputs, yb: torch.Tensor | None, loss_fn: LossFn, opt, sched,
+          keep_zeros: list[tuple[torch.Tensor, torch.Tensor]], after_step: Callable[[], None] | None) -> float:
+    """One optimizer step on one minibatch; returns its loss. Pruned zeros are put back after it."""
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model, xb, yb)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    _apply_masks(keep_zeros)
+    if after_step is not None:
+        after_step()
+    return loss.item()
 
 
 def check_epochs(method: str, epochs: int | None) -> None:

@@ -89,28 +89,42 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type != "Gemm" or attrs.get("transA", 0) or node.input[1] not in inits:
             new_nodes.append(node)
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]])
-        weight = (weight.T if attrs.get("transB", 0) else weight) * np.asarray(attrs.get("alpha", 1.0), weight.dtype)
-        w_name = _unique(node.input[1] + "_matmul", taken)
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), w_name))
-        has_bias = len(node.input) > 2 and node.input[2]
-        mm_out = _unique(node.output[0] + "_matmul", taken) if has_bias else node.output[0]
-        new_nodes.append(helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=(node.name or "gemm") + "_matmul"))
-        if has_bias:
-            bias_name = node.input[2]
-            beta = attrs.get("beta", 1.0)
-            if beta != 1.0:
-                if bias_name not in inits:
-                    raise ValueError(f"Gemm {node.name!r}: beta={beta} with a non-constant C is not supported")
-                bias = numpy_helper.to_array(inits[bias_name])
-                bias_name = _unique(bias_name + "_scaled", taken)
-                graph.initializer.append(numpy_helper.from_array(bias * np.asarray(beta, bias.dtype), bias_name))
-            new_nodes.append(helper.make_node("Add", [mm_out, bias_name], [node.output[0]], name=(node.name or "gemm") + "_bias"))
+        new_nodes.extend(_gemm_as_matmul(node, attrs, inits, graph, taken))
     del graph.node[:]
     graph.node.extend(new_nodes)
     _drop_unused_initializers(graph)
     onnx.checker.check_model(out)
     return out
+
+
+def _gemm_as_matmul(node: onnx.NodeProto, attrs: dict, inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto,
+                    taken: set[str]) -> list[onnx.NodeProto]:
+    """One Gemm as ``MatMul(A, alpha * B')`` [``+ Add(., beta * C)``]; new initializers go into ``graph``."""
+    weight = numpy_helper.to_array(inits[node.input[1]])
+    weight = (weight.T if attrs.get("transB", 0) else weight) * np.asarray(attrs.get("alpha", 1.0), weight.dtype)
+    w_name = _unique(node.input[1] + "_matmul", taken)
+    graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), w_name))
+    has_bias = len(node.input) > 2 and node.input[2]
+    mm_out = _unique(node.output[0] + "_matmul", taken) if has_bias else node.output[0]
+    nodes = [helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=(node.name or "gemm") + "_matmul")]
+    if has_bias:
+        bias_name = _gemm_bias(node, attrs.get("beta", 1.0), inits, graph, taken)
+        nodes.append(helper.make_node("Add", [mm_out, bias_name], [node.output[0]], name=(node.name or "gemm") + "_bias"))
+    return nodes
+
+
+def _gemm_bias(node: onnx.NodeProto, beta: float, inits: dict[str, onnx.TensorProto], graph: onnx.GraphProto,
+               taken: set[str]) -> str:
+    """The name of Gemm's ``C`` scaled by ``beta``: C itself at 1.0, else a new initializer."""
+    bias_name = node.input[2]
+    if beta == 1.0:
+        return bias_name
+    if bias_name not in inits:
+        raise ValueError(f"Gemm {node.name!r}: beta={beta} with a non-constant C is not supported")
+    bias = numpy_helper.to_array(inits[bias_name])
+    bias_name = _unique(bias_name + "_scaled", taken)
+    graph.initializer.append(numpy_helper.from_array(bias * np.asarray(beta, bias.dtype), bias_name))
+    return bias_name
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:

@@ -132,49 +132,70 @@ def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str
                                 options: StaticTransformerOptions = StaticTransformerOptions()) -> Path:
     """Write a static QDQ int8 version of ``model`` calibrated on ``calibration`` token inputs."""
     from onnxruntime.quantization import QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if options.gelu_fed not in ("weight_only", "dynamic", "static"):
         raise ValueError(f"gelu_fed must be 'weight_only', 'dynamic' or 'static', not {options.gelu_fed!r}")
     target = prepare_output(output)
     method = _calibration_method(options)
     with tempfile.TemporaryDirectory(prefix="edgekit_qdq_") as tmp:
-        source = Path(tmp) / "source.onnx"
-        onnx.save(load(model), str(source))
-        if options.preprocess:
-            prepared = Path(tmp) / "prepared.onnx"
-            quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
-            source = prepared
-        graph = onnx.load(str(source)).graph
-        gelu_fed = [] if options.gelu_fed == "static" else _fed_by(graph, options.op_types, options.gelu_producers)
-        excluded = [n.name for n in graph.node if n.op_type in options.exclude_op_types]
-        excluded += list(options.nodes_to_exclude) + gelu_fed
-        if options.const_b_only:
-            weights = {t.name for t in graph.initializer}
-            excluded += [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
-        extra = {"MatMulConstBOnly": options.const_b_only}
-        if not options.quantize_outputs:
-            # Gather keeps its output Q: ORT then runs DQ -> Gather -> Q as an int8 Gather instead
-            # of dequantizing the whole embedding table on every inference.
-            extra["OpTypesToExcludeOutputQuantization"] = [t for t in options.op_types if t != "Gather"]
-        if options.calibrate_method == "percentile":
-            extra["CalibPercentile"] = options.percentile
+        source = _source(model, Path(tmp), options.preprocess)
+        gelu_fed, excluded = _excluded(onnx.load(str(source)).graph, options)
         quantize_static(str(source), str(target), TokenDataReader(calibration), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(options.op_types), nodes_to_exclude=excluded,
                         per_channel=options.per_channel, activation_type=quant_type(options.activation_type),
-                        weight_type=quant_type(options.weight_type), calibrate_method=method, extra_options=extra,
-                        reduce_range=options.reduce_range)
+                        weight_type=quant_type(options.weight_type), calibrate_method=method,
+                        extra_options=_extra_options(options), reduce_range=options.reduce_range)
         if gelu_fed and options.gelu_fed == "dynamic":
-            from onnxruntime.quantization import quantize_dynamic
-
-            static = Path(tmp) / "static.onnx"
-            target.replace(static)
-            quantize_dynamic(str(static), str(target), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=gelu_fed,
-                             per_channel=options.per_channel, weight_type=quant_type(options.weight_type),
-                             reduce_range=options.reduce_range)
+            _requantize_dynamic(target, Path(tmp) / "static.onnx", gelu_fed, options)
     if gelu_fed and options.gelu_fed == "weight_only":
         onnx.save(weight_only_int8(onnx.load(str(target)), gelu_fed), str(target))
     return target
+
+
+def _source(model: str | Path | onnx.ModelProto, tmp: Path, preprocess: bool) -> Path:
+    """``model`` saved in ``tmp``, through ORT's pre-processing (shape inference) when ``preprocess``."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = tmp / "source.onnx"
+    onnx.save(load(model), str(source))
+    if not preprocess:
+        return source
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
+    return prepared
+
+
+def _excluded(graph: onnx.GraphProto, options: StaticTransformerOptions) -> tuple[list[str], list[str]]:
+    """(GELU-fed nodes handled apart, every node kept out of static quantization)."""
+    gelu_fed = [] if options.gelu_fed == "static" else _fed_by(graph, options.op_types, options.gelu_producers)
+    excluded = [n.name for n in graph.node if n.op_type in options.exclude_op_types]
+    excluded += list(options.nodes_to_exclude) + gelu_fed
+    if options.const_b_only:
+        weights = {t.name for t in graph.initializer}
+        excluded += [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    return gelu_fed, excluded
+
+
+def _extra_options(options: StaticTransformerOptions) -> dict:
+    """``quantize_static``'s ``extra_options`` for ``options``."""
+    extra = {"MatMulConstBOnly": options.const_b_only}
+    if not options.quantize_outputs:
+        # Gather keeps its output Q: ORT then runs DQ -> Gather -> Q as an int8 Gather instead
+        # of dequantizing the whole embedding table on every inference.
+        extra["OpTypesToExcludeOutputQuantization"] = [t for t in options.op_types if t != "Gather"]
+    if options.calibrate_method == "percentile":
+        extra["CalibPercentile"] = options.percentile
+    return extra
+
+
+def _requantize_dynamic(target: Path, static: Path, gelu_fed: list[str], options: StaticTransformerOptions) -> None:
+    """Quantize the ``gelu_fed`` nodes of the static model at ``target`` dynamically, in place."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    target.replace(static)
+    quantize_dynamic(str(static), str(target), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=gelu_fed,
+                     per_channel=options.per_channel, weight_type=quant_type(options.weight_type),
+                     reduce_range=options.reduce_range)
 
 
 def _fed_by(graph: onnx.GraphProto, op_types: tuple[str, ...], producers: tuple[str, ...]) -> list[str]:

@@ -142,6 +142,20 @@ def _gelu_fed_nodes(interpreter) -> list[str]:
     return [names[op["outputs"][0]] for op in ops if op["op_name"] == "FULLY_CONNECTED" and source(op["inputs"][0]) == "GELU"]
 
 
+def _int8_converter(tf, saved_model_dir: str | Path, calibration: dict[str, np.ndarray], inputs: dict,
+                    options: Int8FallbackOptions):
+    """A fresh int8 (or int16-activation) converter of ``saved_model_dir`` calibrated on ``calibration``."""
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: _representative(calibration, options.samples, inputs)
+    if options.int16_activations:
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    else:
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    conv.target_spec.supported_ops = ops
+    return conv
+
+
 def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, calibration: dict[str, np.ndarray], *,
                                options: Int8FallbackOptions = Int8FallbackOptions()) -> Path:
     """int8 where TFLite has an int8 kernel and the op is not kept float, float elsewhere,
@@ -150,18 +164,7 @@ def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, 
 
     signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
     inputs = dict(signature.structured_input_signature[1])
-
-    def converter():
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: _representative(calibration, options.samples, inputs)
-        if options.int16_activations:
-            ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        else:
-            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        conv.target_spec.supported_ops = ops
-        return conv
-
+    converter = lambda: _int8_converter(tf, saved_model_dir, calibration, inputs, options)  # noqa: E731 - a fresh one per use
     if not options.float_ops and not options.float_gelu_fed:
         plain = converter()
         if options.io_dtype != "float32":

@@ -1,5 +1,5 @@
 """Depth students of two-input (token) encoders distilled inside `edgekit build`: the tiny encoder
-of tests/text/tiny_models.py (fast), and all-MiniLM-L6-v2 to 3 layers (slow, the acceptance figure)."""
+of tests/tiny_models.py (fast), and all-MiniLM-L6-v2 to 3 layers (slow, the acceptance figure)."""
 from __future__ import annotations
 
 import sys
@@ -14,7 +14,7 @@ from edgekit.compress.data import TrainData, padding_trim_is_exact, trim_to_mask
 from edgekit.compress.distill import DistillOptions, apply
 from edgekit.compress.metrics import output_cosine
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: tiny_models.py
 sys.path.insert(0, str(HERE))
 from tiny_models import TinyEncoder, model_file_source, token_samples  # noqa: E402
 

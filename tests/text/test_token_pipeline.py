@@ -1,5 +1,5 @@
 """Token inputs end to end through `edgekit build`: a tiny BERT-style encoder (defined in
-tests/text/tiny_models.py), the bundled text calibration set tokenized by the model file's own
+tests/tiny_models.py), the bundled text calibration set tokenized by the model file's own
 ``tokenize_text`` hook, every transformer scheme of the host profile, and the device runner."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from .tiny_models import model_file_source
+from tiny_models import model_file_source
 
 MODEL_FILE = model_file_source()
 

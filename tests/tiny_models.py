@@ -1,4 +1,5 @@
-"""Tiny text models defined in code for the fast tests (random weights, fixed seeds)."""
+"""Tiny text models defined in code for the fast tests (random weights, fixed seeds), and the two
+helpers the quantizer and example tests compare them with (onnxruntime outputs, cosines)."""
 from __future__ import annotations
 
 import math
@@ -135,3 +136,20 @@ def model_file_source(layers: int | None = None) -> str:
     swap = "" if layers is None else \
         f"    torch.manual_seed(1)\n    model.layers = nn.ModuleList(TinyLayer() for _ in range({layers}))\n"
     return _MODEL_FILE.format(here=str(Path(__file__).resolve().parent), swap=swap)
+
+
+def ort_outputs(path: Path | str, samples: dict[str, np.ndarray]) -> np.ndarray:
+    """Run every sample through onnxruntime (1 thread): ``[N, *output_shape]``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    count = len(next(iter(samples.values())))
+    return np.stack([session.run(None, {k: v[i] for k, v in samples.items()})[0] for i in range(count)])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample cosine similarity of two ``[N, ...]`` arrays."""
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))

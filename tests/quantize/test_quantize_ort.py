@@ -15,7 +15,7 @@ from edgekit.quantize.ort_static_transformer import (
     quantize_static_transformer,
 )
 
-from .conftest import cosines, ort_outputs
+from tiny_models import cosines, ort_outputs
 
 
 def weight_bytes(path) -> int:

@@ -9,7 +9,7 @@ import torch
 from edgekit.examples.tinygpt import model as tinygpt
 from edgekit.text import next_token_agreement, perplexity
 
-from .conftest import ort_outputs
+from tiny_models import ort_outputs
 
 
 @pytest.fixture(scope="module")

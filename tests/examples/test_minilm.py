@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from .conftest import cosines, ort_outputs
+from tiny_models import cosines, ort_outputs
 
 
 def test_missing_package_names_the_extra(monkeypatch):

@@ -12,8 +12,8 @@ from edgekit.quantize.tflite_variants import (
     tflite_int8_float_fallback,
 )
 
-from .conftest import cosines
 from .test_onnx_rewrites import _litert_outputs
+from tiny_models import cosines
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.quantize.onnx_rewrites import gemm_to_matmul, op_counts, rewrite_for_onnx2tf
 
-from .conftest import cosines, ort_outputs
-from .tiny_models import token_samples
+from tiny_models import cosines, ort_outputs, token_samples
 
 
 def test_dedupe_makes_the_exported_file_loadable(tiny_raw_and_fixed, heldout):
@@ -94,7 +93,7 @@ def test_onnx2tf_fails_on_reduce_l2_and_converts_the_rewrite(tmp_path):
     from edgekit.errors import ConversionError
     from edgekit.quantize.tflite_variants import convert_onnx
 
-    from .tiny_models import NormalizeHead
+    from tiny_models import NormalizeHead
 
     torch.onnx.export(NormalizeHead().eval(), (torch.zeros(1, 32),), str(tmp_path / "l2.onnx"), dynamo=True,
                       input_names=["x"], output_names=["y"])
