@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.quantize._io import load, prepare_output, quant_type
+from edgekit.quantize._io import CalibrationReader, load, prepare_output, quant_type
 
-__all__ = ["SENSITIVE_OP_TYPES", "StaticTransformerOptions", "TokenDataReader", "quantize_static_transformer"]
+__all__ = ["SENSITIVE_OP_TYPES", "StaticTransformerOptions", "quantize_static_transformer"]
 
 # Kept float even if ``op_types`` is widened: normalisation, attention probabilities, GELU and
 # the pooling divide are where int8 activations hurt transformers most.
@@ -91,32 +91,6 @@ class StaticTransformerOptions:
     reduce_range: bool = False
 
 
-class TokenDataReader:
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``{name: array [N, *shape]}``:
-    yields ``{name: array[i]}`` for each sample ``i`` (int64 token tensors stay int64)."""
-
-    def __init__(self, samples: dict[str, np.ndarray]) -> None:
-        counts = {len(v) for v in samples.values()}
-        if len(counts) != 1:
-            raise ValueError(f"inputs have different sample counts: {sorted(counts)}")
-        self._samples = samples
-        self._count = counts.pop()
-        self._next = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._count:
-            return None
-        row = {name: np.ascontiguousarray(values[self._next]) for name, values in self._samples.items()}
-        self._next += 1
-        return row
-
-    def rewind(self) -> None:
-        self._next = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-
 def _calibration_method(options: StaticTransformerOptions):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -125,6 +99,29 @@ def _calibration_method(options: StaticTransformerOptions):
     if options.calibrate_method not in methods:
         raise ValueError(f"calibrate_method must be one of {sorted(methods)}, not {options.calibrate_method!r}")
     return methods[options.calibrate_method]
+
+
+def _excluded(graph: onnx.GraphProto, options: StaticTransformerOptions, gelu_fed: list[str]) -> list[str]:
+    """Nodes kept out of static quantization: the sensitive op types, the caller's names, the
+    GELU-fed projections (handled apart) and, with ``const_b_only``, activation x activation MatMuls."""
+    excluded = [n.name for n in graph.node if n.op_type in options.exclude_op_types]
+    excluded += list(options.nodes_to_exclude) + gelu_fed
+    if options.const_b_only:
+        weights = {t.name for t in graph.initializer}
+        excluded += [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    return excluded
+
+
+def _extra_options(options: StaticTransformerOptions) -> dict:
+    """``quantize_static``'s ``extra_options`` for ``options``."""
+    extra: dict = {"MatMulConstBOnly": options.const_b_only}
+    if not options.quantize_outputs:
+        # Gather keeps its output Q: ORT then runs DQ -> Gather -> Q as an int8 Gather instead
+        # of dequantizing the whole embedding table on every inference.
+        extra["OpTypesToExcludeOutputQuantization"] = [t for t in options.op_types if t != "Gather"]
+    if options.calibrate_method == "percentile":
+        extra["CalibPercentile"] = options.percentile
+    return extra
 
 
 def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str | Path,
@@ -147,23 +144,11 @@ def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str
             source = prepared
         graph = onnx.load(str(source)).graph
         gelu_fed = [] if options.gelu_fed == "static" else _fed_by(graph, options.op_types, options.gelu_producers)
-        excluded = [n.name for n in graph.node if n.op_type in options.exclude_op_types]
-        excluded += list(options.nodes_to_exclude) + gelu_fed
-        if options.const_b_only:
-            weights = {t.name for t in graph.initializer}
-            excluded += [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
-        extra = {"MatMulConstBOnly": options.const_b_only}
-        if not options.quantize_outputs:
-            # Gather keeps its output Q: ORT then runs DQ -> Gather -> Q as an int8 Gather instead
-            # of dequantizing the whole embedding table on every inference.
-            extra["OpTypesToExcludeOutputQuantization"] = [t for t in options.op_types if t != "Gather"]
-        if options.calibrate_method == "percentile":
-            extra["CalibPercentile"] = options.percentile
-        quantize_static(str(source), str(target), TokenDataReader(calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(options.op_types), nodes_to_exclude=excluded,
+        quantize_static(str(source), str(target), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(options.op_types), nodes_to_exclude=_excluded(graph, options, gelu_fed),
                         per_channel=options.per_channel, activation_type=quant_type(options.activation_type),
-                        weight_type=quant_type(options.weight_type), calibrate_method=method, extra_options=extra,
-                        reduce_range=options.reduce_range)
+                        weight_type=quant_type(options.weight_type), calibrate_method=method,
+                        extra_options=_extra_options(options), reduce_range=options.reduce_range)
         if gelu_fed and options.gelu_fed == "dynamic":
             from onnxruntime.quantization import quantize_dynamic
 

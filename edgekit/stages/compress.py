@@ -230,7 +230,7 @@ def _perplexity(model, data) -> float:
     """Perplexity on the eval windows (the first input holds the token ids)."""
     from edgekit.compress.data import as_tuple
     from edgekit.compress.metrics import model_output
-    from edgekit.metrics import causal_lm_perplexity
+    from edgekit.verify.metrics import causal_lm_perplexity
 
     x, _ = data.eval_split()
     return causal_lm_perplexity(model_output(model, x).numpy(), as_tuple(x)[0].numpy())
@@ -240,8 +240,8 @@ def _export_and_time(model, ctx: BuildContext, runs: int = 30) -> dict:
     """Real fp32 ONNX bytes and onnxruntime p50 of one step's model."""
     import torch
 
-    from edgekit.hostrun import ORTSession
-    from edgekit.quiet import captured
+    from edgekit.isolated import captured
+    from edgekit.verify.hostrun import ORTSession
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "step.onnx"

@@ -5,7 +5,7 @@ import shutil
 
 from edgekit.context import BuildContext
 from edgekit.errors import ConversionError
-from edgekit.quiet import captured
+from edgekit.isolated import captured
 from edgekit.stages.base import Stage
 
 
