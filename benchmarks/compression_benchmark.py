@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from edgekit import BuildOptions, build
-from edgekit.hostrun import TFLiteSession
 from edgekit.tensors import TensorSpec
+from edgekit.verify.hostrun import TFLiteSession
 
 RECIPES = {
     "baseline (PTQ)": (),

@@ -38,7 +38,7 @@ def _build(work: Path) -> Path:
 def _variants(bundle: Path, work: Path) -> dict[str, Path]:
     """fp32, and the host scheme with full-range and with 7-bit weights, from the same fp32 ONNX."""
     from edgekit.calibration import load_named
-    from edgekit.stages.ort import quantize_qdq, reduce_range_for
+    from edgekit.quantize.ort_static import quantize_qdq, reduce_range_for
     from edgekit.targets import load_target
     from edgekit.tensors import TensorSpec
 
@@ -88,9 +88,9 @@ def measure(files: dict[str, Path], rounds: int, runs: int, threads: int) -> dic
 
 
 def main() -> int:
-    from edgekit import hostinfo
-    from edgekit.stages.ort import reduce_range_for
+    from edgekit.quantize.ort_static import reduce_range_for
     from edgekit.targets import load_target
+    from edgekit.verify import hostinfo
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)

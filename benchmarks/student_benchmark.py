@@ -17,8 +17,8 @@ import numpy as np
 
 from edgekit import BuildOptions, build
 from edgekit.budget import MaxDrop, Metric
-from edgekit.hostrun import ORTSession, TFLiteSession
 from edgekit.tensors import TensorSpec
+from edgekit.verify.hostrun import ORTSession, TFLiteSession
 
 RECIPE = ("distill=epochs=2,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
           "output_loss=cosine,lr=0.001,batch_size=32,dropout=false,lr_decay=true")
@@ -54,8 +54,8 @@ def heldout_cosine(student: Path) -> dict:
     import torch
 
     from edgekit.examples import minilm
-    from edgekit.metrics import per_sample_cosine
     from edgekit.text import load_sentences
+    from edgekit.verify.metrics import per_sample_cosine
 
     tokens = minilm.tokenize_text(load_sentences("heldout"))
     teacher, _ = minilm.factory()

@@ -16,9 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgekit import __version__, hostinfo
+from edgekit import __version__
 from edgekit.errors import LockError
 from edgekit.paths import data_file
+from edgekit.verify import hostinfo
 
 LOCK_NAME = "constraints.txt"
 

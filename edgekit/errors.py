@@ -53,8 +53,9 @@ class OutputExistsError(EdgekitError):
     """The output folder exists and --force was not given."""
 
 
-class MissingDependencyError(EdgekitError):
-    """An optional package is not installed."""
+class MissingDependencyError(EdgekitError, ImportError):
+    """An optional package is not installed (an ImportError too, so ``except ImportError`` still
+    catches it)."""
 
 
 class BenchError(EdgekitError):

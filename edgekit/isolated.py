@@ -1,4 +1,9 @@
-"""Run a third-party converter in its own process, reproducibly.
+"""Run third-party tools quietly: a converter in its own process, reproducibly (``run_tool``), or
+a chatty library in this process with its output captured (``captured``).
+
+onnx2tf, TensorFlow's converter and the torch exporter print from C++ straight to fd 1/2, which
+``contextlib.redirect_stdout`` cannot catch; a build log should show our progress, not theirs, so
+``captured`` redirects the file descriptors themselves and keeps the text for error messages.
 
 Why a separate process: onnx2tf/Keras keep global name counters, so a second conversion in the
 same process names tensors differently and the .tflite bytes change; a crash or ``sys.exit`` in
@@ -27,11 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgekit.errors import ConversionError
@@ -78,13 +87,38 @@ def _relative(args: list[str], cwd: Path) -> list[str]:
     return [os.path.relpath(a, cwd) if os.path.isabs(a) else a for a in args]
 
 
-def run_tool(code: str, args: list[str], cwd: Path, what: str, hint: str) -> str:
-    """Run ``python -c code args...`` in ``cwd``; return its output or raise ConversionError
-    with the last lines of the tool's log."""
+_LITERALS = (str, int, float, bool, type(None))
+
+
+def child_code(tool: Callable[..., object]) -> str:
+    """The ``python -c`` code that calls ``tool`` in the child: ``import M; M.f(literals)``.
+
+    ``tool`` is a module-level function (imported there by its qualified name), or a
+    ``functools.partial`` of one with literal arguments. Like a command-line ``main`` it reads its
+    arguments from ``sys.argv`` and reports failure by raising or ``sys.exit``. Why this exact,
+    minimal code: the child's ``.ort`` bytes depend on its argv length and on what it imported
+    before the tool ran (measured: two padding spaces, or importing one module first, each gave
+    another sha256), so the code stays the same as long as the tool does."""
+    args, kwargs = (), {}
+    if isinstance(tool, functools.partial):
+        tool, args, kwargs = tool.func, tool.args, tool.keywords
+    module, name = getattr(tool, "__module__", None), getattr(tool, "__qualname__", "")
+    if not module or module == "__main__" or not name or "<" in name:
+        raise ValueError(f"run_tool needs a module-level function importable by name, not {tool!r}")
+    if not all(isinstance(value, _LITERALS) for value in (*args, *kwargs.values())):
+        raise ValueError(f"run_tool passes only literal arguments to {module}.{name}, not {args} {kwargs}")
+    literals = [repr(value) for value in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
+    return f"import {module}; {module}.{name}({', '.join(literals)})"
+
+
+def run_tool(tool: Callable[..., object], args: list[str], cwd: Path, what: str, hint: str) -> str:
+    """Call ``tool`` (see :func:`child_code`) in a fresh Python process in ``cwd`` with ``args`` as
+    its command line; return its output or raise ConversionError with the last lines of its log."""
     env = {key: os.environ[key] for key in _KEPT_ENV if key in os.environ}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": "", "LC_ALL": "C.UTF-8"})
     linux = sys.platform.startswith("linux")
-    with subprocess.Popen([sys.executable, "-c", code, *_relative(args, cwd)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    argv = [sys.executable, "-c", child_code(tool), *_relative(args, cwd)]
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
                           preexec_fn=_child_setup(os.getpid()) if linux else None) as proc:
         try:
@@ -95,3 +129,42 @@ def run_tool(code: str, args: list[str], cwd: Path, what: str, hint: str) -> str
         tail = " | ".join((stdout + stderr).strip().splitlines()[-3:])[-400:]
         raise ConversionError(f"{what} failed (exit {proc.returncode}): {tail}", hint)
     return stdout + stderr
+
+
+class CapturedLog:
+    """The text a :func:`captured` block printed, readable after the block."""
+
+    text: str = ""
+
+    def tail(self, lines: int = 3, chars: int = 300) -> str:
+        return " | ".join(self.text.strip().splitlines()[-lines:])[-chars:]
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[CapturedLog]:
+    """Redirect fds 1 and 2 (and Python's streams, warnings, logging) into a temp file."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    log = CapturedLog()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    root = logging.getLogger()
+    level = root.level
+    with tempfile.TemporaryFile(mode="w+") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root.setLevel(logging.ERROR)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            root.setLevel(level)
+            sink.seek(0)
+            log.text = sink.read()

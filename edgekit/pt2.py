@@ -121,7 +121,7 @@ def load_exported_program(path: Path) -> tuple[Any, tuple]:
     """``(program, example_args)`` from ``path``; raises ModelSpecError for anything unsafe or broken."""
     import torch
 
-    from edgekit.quiet import captured
+    from edgekit.isolated import captured
 
     records = _read_records(path)
     _check_payloads(path, records)

@@ -1,5 +1,8 @@
 """Text helpers for transformer models: offline text, tokenization and language-model metrics.
 
+The metrics' math lives in ``edgekit.verify.metrics`` (``next_token_agreement`` is re-exported
+here; ``perplexity`` scores a logits function on token windows with its ``token_nll``).
+
 Everything here is numpy-only except ``tokenize``, which calls a Hugging Face tokenizer it is
 given (edgekit never imports ``transformers`` itself here). Token inputs follow edgekit's
 calibration convention: sample ``i`` is exactly one static batch-1 input tensor, so a
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekit.verify.metrics import next_token_agreement, token_nll
 
 __all__ = ["SPLITS", "load_sentences", "next_token_agreement", "perplexity", "read_rows", "split_sentences",
            "stdlib_docstrings", "tokenize"]
@@ -110,11 +115,6 @@ def tokenize(sentences: Sequence[str], tokenizer: Any, seq_len: int, *,
     return out
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def perplexity(logits_fn: Callable[[np.ndarray], np.ndarray], token_windows: np.ndarray) -> float:
     """Perplexity of a causal LM over ``token_windows`` (int array ``[N, T + 1]``).
 
@@ -125,19 +125,5 @@ def perplexity(logits_fn: Callable[[np.ndarray], np.ndarray], token_windows: np.
     windows = np.asarray(token_windows, dtype=np.int64)
     if windows.ndim != 2 or windows.shape[1] < 2:
         raise ValueError(f"token_windows must be [N, T + 1], got shape {list(windows.shape)}")
-    total, count = 0.0, 0
-    for window in windows:
-        inputs, targets = window[None, :-1], window[1:]
-        logits = np.asarray(logits_fn(inputs), dtype=np.float64).reshape(len(targets), -1)
-        logp = _log_softmax(logits)
-        total -= float(logp[np.arange(len(targets)), targets].sum())
-        count += len(targets)
-    return float(np.exp(total / count))
-
-
-def next_token_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
-    """Fraction of positions where two models' top-1 next token agrees (arrays ``[..., V]``)."""
-    a, b = np.asarray(logits_a), np.asarray(logits_b)
-    if a.shape != b.shape:
-        raise ValueError(f"logit shapes differ: {list(a.shape)} vs {list(b.shape)}")
-    return float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    nll = [token_nll(np.asarray(logits_fn(w[None, :-1])).reshape(len(w) - 1, -1), w[1:]) for w in windows]
+    return float(np.exp(np.concatenate(nll).mean()))

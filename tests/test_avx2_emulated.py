@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.runner import RUNNER_PATH as RUNNER
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "tests" / "runner_standalone" / "example_rpi4"
-RUNNER = ROOT / "edgekit" / "runner" / "edgekit_runner.py"
 pytestmark = pytest.mark.x86_emulated
 
 
@@ -37,7 +38,8 @@ def _run(argv: list[str], cwd: Path, code: str | None = None) -> subprocess.Comp
 
 
 def test_emulated_cpu_is_avx2_only(haswell, tmp_path: Path) -> None:
-    proc = _run(haswell, tmp_path, "from edgekit import hostinfo; print(hostinfo.int8_isa(), hostinfo.has_any(hostinfo.VNNI_FEATURES))")
+    proc = _run(haswell, tmp_path,
+                "from edgekit.verify import hostinfo; print(hostinfo.int8_isa(), hostinfo.has_any(hostinfo.VNNI_FEATURES))")
     assert proc.stdout.split() == ["avx2", "False"], proc.stderr[-500:]
 
 
@@ -62,7 +64,7 @@ BUILD_SIDE = textwrap.dedent('''
     import json, sys
     import numpy as np
     from pathlib import Path
-    from edgekit.hostrun import ORTSession
+    from edgekit.verify.hostrun import ORTSession
     from edgekit.runner.edgekit_runner import compare
     from edgekit.tensors import TensorSpec
     bundle = Path(sys.argv[1])
@@ -77,7 +79,7 @@ BUILD_SIDE = textwrap.dedent('''
 
 
 def test_build_reference_session_is_cpu_independent(haswell, tmp_path: Path) -> None:
-    """The build's own reference session (edgekit.hostrun) gives the same figure on AVX2 as on
+    """The build's own reference session (edgekit.verify.hostrun) gives the same figure on AVX2 as on
     any other x86 CPU; its kernel session gives the saturated one."""
     proc = _run([*haswell, "-c", BUILD_SIDE, str(BUNDLE)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-800:]
@@ -91,9 +93,9 @@ HOST_SCHEME = textwrap.dedent('''
     import numpy as np
     from pathlib import Path
     from edgekit.calibration import load_named
-    from edgekit.hostrun import ORTSession
+    from edgekit.verify.hostrun import ORTSession
     from edgekit.runner.edgekit_runner import broken_bounds, compare
-    from edgekit.stages.ort import quantize_qdq, reduce_range_for
+    from edgekit.quantize.ort_static import quantize_qdq, reduce_range_for
     from edgekit.targets import load_target
     from edgekit.tensors import TensorSpec
     bundle = Path(sys.argv[1])

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import __version__, hostinfo
+from edgekit import __version__
 from edgekit.doctor import TEST_TOOLS, find_tool, lock_path, read_lock
+from edgekit.verify import hostinfo
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "constraints.txt"

@@ -10,17 +10,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, MissingDependencyError
+
+__all__ = ["MissingDependencyError", "RecipeError", "require"]
 
 
 class RecipeError(EdgekitError, ValueError):
     """A compression recipe or one of its options is invalid (message says how to fix it).
 
     An EdgekitError, so the CLI prints it as one line and exits non-zero."""
-
-
-class MissingDependencyError(EdgekitError, ImportError):
-    """An optional library needed by one compression method is not installed."""
 
 
 def require(module: str, pip_name: str, purpose: str) -> ModuleType:

@@ -159,7 +159,7 @@ def measure_step(model: nn.Module, ctx: BuildContext, data: TrainData) -> dict[s
 
 def perplexity(model: nn.Module, data: TrainData) -> float:
     """Perplexity on the eval windows (the first input holds the token ids)."""
-    from edgekit.metrics import causal_lm_perplexity
+    from edgekit.verify.metrics import causal_lm_perplexity
 
     x, _ = data.eval_split()
     return causal_lm_perplexity(model_output(model, x).numpy(), as_tuple(x)[0].numpy())
@@ -168,7 +168,7 @@ def perplexity(model: nn.Module, data: TrainData) -> float:
 def onnx_size_and_latency(model: nn.Module, ctx: BuildContext, runs: int = 30) -> dict[str, float]:
     """fp32 ONNX bytes and onnxruntime p50 of ``model``, exported exactly as the build's ONNX
     export stage exports the model it ships."""
-    from edgekit.hostrun import ORTSession
+    from edgekit.verify.hostrun import ORTSession
 
     with tempfile.TemporaryDirectory() as tmp:
         path = step_onnx(model, ctx, Path(tmp))

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgekit.quantize._io import load, prepare_output, quant_type
+from edgekit.quantize._io import CalibrationReader, load, prepare_output, quant_type
 
-__all__ = ["SENSITIVE_OP_TYPES", "StaticTransformerOptions", "TokenDataReader", "quantize_static_transformer"]
+__all__ = ["SENSITIVE_OP_TYPES", "StaticTransformerOptions", "quantize_static_transformer"]
 
 # Kept float even if ``op_types`` is widened: normalisation, attention probabilities, GELU and
 # the pooling divide are where int8 activations hurt transformers most.
@@ -91,32 +91,6 @@ class StaticTransformerOptions:
     reduce_range: bool = False
 
 
-class TokenDataReader:
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``{name: array [N, *shape]}``:
-    yields ``{name: array[i]}`` for each sample ``i`` (int64 token tensors stay int64)."""
-
-    def __init__(self, samples: dict[str, np.ndarray]) -> None:
-        counts = {len(v) for v in samples.values()}
-        if len(counts) != 1:
-            raise ValueError(f"inputs have different sample counts: {sorted(counts)}")
-        self._samples = samples
-        self._count = counts.pop()
-        self._next = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._count:
-            return None
-        row = {name: np.ascontiguousarray(values[self._next]) for name, values in self._samples.items()}
-        self._next += 1
-        return row
-
-    def rewind(self) -> None:
-        self._next = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-
 def _calibration_method(options: StaticTransformerOptions):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -127,58 +101,20 @@ def _calibration_method(options: StaticTransformerOptions):
     return methods[options.calibrate_method]
 
 
-def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str | Path,
-                                calibration: dict[str, np.ndarray], *,
-                                options: StaticTransformerOptions = StaticTransformerOptions()) -> Path:
-    """Write a static QDQ int8 version of ``model`` calibrated on ``calibration`` token inputs."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    if options.gelu_fed not in ("weight_only", "dynamic", "static"):
-        raise ValueError(f"gelu_fed must be 'weight_only', 'dynamic' or 'static', not {options.gelu_fed!r}")
-    target = prepare_output(output)
-    method = _calibration_method(options)
-    with tempfile.TemporaryDirectory(prefix="edgekit_qdq_") as tmp:
-        source = _source(model, Path(tmp), options.preprocess)
-        gelu_fed, excluded = _excluded(onnx.load(str(source)).graph, options)
-        quantize_static(str(source), str(target), TokenDataReader(calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(options.op_types), nodes_to_exclude=excluded,
-                        per_channel=options.per_channel, activation_type=quant_type(options.activation_type),
-                        weight_type=quant_type(options.weight_type), calibrate_method=method,
-                        extra_options=_extra_options(options), reduce_range=options.reduce_range)
-        if gelu_fed and options.gelu_fed == "dynamic":
-            _requantize_dynamic(target, Path(tmp) / "static.onnx", gelu_fed, options)
-    if gelu_fed and options.gelu_fed == "weight_only":
-        onnx.save(weight_only_int8(onnx.load(str(target)), gelu_fed), str(target))
-    return target
-
-
-def _source(model: str | Path | onnx.ModelProto, tmp: Path, preprocess: bool) -> Path:
-    """``model`` saved in ``tmp``, through ORT's pre-processing (shape inference) when ``preprocess``."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    source = tmp / "source.onnx"
-    onnx.save(load(model), str(source))
-    if not preprocess:
-        return source
-    prepared = tmp / "prepared.onnx"
-    quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
-    return prepared
-
-
-def _excluded(graph: onnx.GraphProto, options: StaticTransformerOptions) -> tuple[list[str], list[str]]:
-    """(GELU-fed nodes handled apart, every node kept out of static quantization)."""
-    gelu_fed = [] if options.gelu_fed == "static" else _fed_by(graph, options.op_types, options.gelu_producers)
+def _excluded(graph: onnx.GraphProto, options: StaticTransformerOptions, gelu_fed: list[str]) -> list[str]:
+    """Nodes kept out of static quantization: the sensitive op types, the caller's names, the
+    GELU-fed projections (handled apart) and, with ``const_b_only``, activation x activation MatMuls."""
     excluded = [n.name for n in graph.node if n.op_type in options.exclude_op_types]
     excluded += list(options.nodes_to_exclude) + gelu_fed
     if options.const_b_only:
         weights = {t.name for t in graph.initializer}
         excluded += [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
-    return gelu_fed, excluded
+    return excluded
 
 
 def _extra_options(options: StaticTransformerOptions) -> dict:
     """``quantize_static``'s ``extra_options`` for ``options``."""
-    extra = {"MatMulConstBOnly": options.const_b_only}
+    extra: dict = {"MatMulConstBOnly": options.const_b_only}
     if not options.quantize_outputs:
         # Gather keeps its output Q: ORT then runs DQ -> Gather -> Q as an int8 Gather instead
         # of dequantizing the whole embedding table on every inference.
@@ -188,14 +124,42 @@ def _extra_options(options: StaticTransformerOptions) -> dict:
     return extra
 
 
-def _requantize_dynamic(target: Path, static: Path, gelu_fed: list[str], options: StaticTransformerOptions) -> None:
-    """Quantize the ``gelu_fed`` nodes of the static model at ``target`` dynamically, in place."""
-    from onnxruntime.quantization import quantize_dynamic
+def quantize_static_transformer(model: str | Path | onnx.ModelProto, output: str | Path,
+                                calibration: dict[str, np.ndarray], *,
+                                options: StaticTransformerOptions = StaticTransformerOptions()) -> Path:
+    """Write a static QDQ int8 version of ``model`` calibrated on ``calibration`` token inputs."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    target.replace(static)
-    quantize_dynamic(str(static), str(target), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=gelu_fed,
-                     per_channel=options.per_channel, weight_type=quant_type(options.weight_type),
-                     reduce_range=options.reduce_range)
+    if options.gelu_fed not in ("weight_only", "dynamic", "static"):
+        raise ValueError(f"gelu_fed must be 'weight_only', 'dynamic' or 'static', not {options.gelu_fed!r}")
+    target = prepare_output(output)
+    method = _calibration_method(options)
+    with tempfile.TemporaryDirectory(prefix="edgekit_qdq_") as tmp:
+        source = Path(tmp) / "source.onnx"
+        onnx.save(load(model), str(source))
+        if options.preprocess:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=False)
+            source = prepared
+        graph = onnx.load(str(source)).graph
+        gelu_fed = [] if options.gelu_fed == "static" else _fed_by(graph, options.op_types, options.gelu_producers)
+        quantize_static(str(source), str(target), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(options.op_types), nodes_to_exclude=_excluded(graph, options, gelu_fed),
+                        per_channel=options.per_channel, activation_type=quant_type(options.activation_type),
+                        weight_type=quant_type(options.weight_type), calibrate_method=method,
+                        extra_options=_extra_options(options), reduce_range=options.reduce_range)
+        if gelu_fed and options.gelu_fed == "dynamic":
+            from onnxruntime.quantization import quantize_dynamic
+
+            static = Path(tmp) / "static.onnx"
+            target.replace(static)
+            quantize_dynamic(str(static), str(target), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=gelu_fed,
+                             per_channel=options.per_channel, weight_type=quant_type(options.weight_type),
+                             reduce_range=options.reduce_range)
+    if gelu_fed and options.gelu_fed == "weight_only":
+        onnx.save(weight_only_int8(onnx.load(str(target)), gelu_fed), str(target))
+    return target
 
 
 def _fed_by(graph: onnx.GraphProto, op_types: tuple[str, ...], producers: tuple[str, ...]) -> list[str]:

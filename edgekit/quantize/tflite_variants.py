@@ -12,43 +12,85 @@ variants onnx2tf does not expose well for token-input models:
   Softmax or GELU takes the profile's integer I/O);
 - fp16 weights (half the bytes, dequantized to fp32 at load on CPUs without fp16 arithmetic).
 
-``convert_onnx`` runs onnx2tf in a subprocess (its global name counters and prints stay out of
-our process) and always passes ``-cind`` calibration data for every input, so it never tries to
-download its sample images.
+``convert_onnx`` is the one onnx2tf driver (the build's TFLite stage and the tests use it): it
+runs onnx2tf in its own process (its global name counters and prints stay out of ours) and
+always passes ``-cind`` calibration data for every input, so it never tries to download its
+sample images.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SENSITIVE_TFLITE_OPS", "Int8FallbackOptions", "convert_onnx", "tflite_dynamic_range", "tflite_fp16",
-           "tflite_int8_float_fallback"]
+__all__ = ["SENSITIVE_TFLITE_OPS", "Int8FallbackOptions", "convert_onnx", "dynamic_range_cli", "int8_float_fallback_cli",
+           "nhwc", "onnx2tf_cli", "tflite_dynamic_range", "tflite_fp16", "tflite_int8_float_fallback"]
 
 
-def convert_onnx(onnx_path: str | Path, out_dir: str | Path, calibration: dict[str, np.ndarray], *,
-                 extra_args: tuple[str, ...] = ()) -> Path:
-    """Run onnx2tf on ``onnx_path`` into ``out_dir`` (SavedModel + ``*_float32.tflite``).
+# The file onnx2tf downloads for its self-check when every input is an RGB image.
+_ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+_ONNX2TF_HINT = "check the model's ops are supported by onnx2tf, or disable TFLite in the profile"
 
-    ``calibration`` maps every ONNX input name to samples ``[N, 1, ...]`` (or ``[N, ...]``); they are
-    handed over as ``-cind`` (mean 0, std 1) so onnx2tf never goes online. Returns ``out_dir``.
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    """Calibration samples ``[N, 1, C, H, W]`` -> ``[N, H, W, C]`` as onnx2tf's -cind expects
+    (``[N, 1, ...]`` -> ``[N, ...]`` for other ranks)."""
+    x = x.reshape((len(x),) + x.shape[2:]) if x.ndim >= 3 and x.shape[1] == 1 else x
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+def _offline_sample(work: Path, first: np.ndarray) -> None:
+    """Write the sample file onnx2tf would download, from our own calibration images."""
+    x = nhwc(first.astype(np.float32))
+    if x.ndim == 4 and x.shape[-1] == 3:
+        import tensorflow as tf  # onnx2tf imports it anyway
+
+        resized = tf.image.resize(x[:20], (128, 128)).numpy().astype(np.float32)
+        reps = int(np.ceil(20 / len(resized)))
+        np.save(work / _ONNX2TF_SAMPLE, np.concatenate([resized] * reps)[:20])
+
+
+def onnx2tf_cli() -> None:
+    """onnx2tf's command line on ``sys.argv`` (what :func:`convert_onnx` runs isolated)."""
+    from onnx2tf.onnx2tf import main
+
+    sys.exit(main())
+
+
+def dynamic_range_cli() -> None:
+    """:func:`tflite_dynamic_range` on ``sys.argv``: SAVED_MODEL_DIR OUTPUT (run isolated by the build)."""
+    tflite_dynamic_range(*sys.argv[1:3])
+
+
+def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str, np.ndarray], *,
+                 int8_io: str | None = None) -> Path:
+    """Run onnx2tf on ``onnx_path`` into ``work`` (SavedModel + ``*_float32.tflite``/``*_float16.tflite``,
+    and with ``int8_io`` the full-integer ``*_integer_quant.tflite`` with that I/O dtype), in its
+    own process (:func:`edgekit.isolated.run_tool`). The build's and the tests' one driver.
+
+    ``calibration`` maps every ONNX input name, in input order, to samples ``[N, 1, ...]``; they are
+    handed over as ``-cind`` (mean 0, std 1), and the sample file onnx2tf would download for RGB
+    inputs is written from them, so onnx2tf never goes online. Returns ``work``.
     """
     from edgekit.isolated import run_tool
 
-    out = Path(out_dir)
+    out = Path(work)
     out.mkdir(parents=True, exist_ok=True)
-    args = ["-i", str(Path(onnx_path).resolve()), "-o", str(out.resolve()), "-coion", "-osd", "-n"]
+    # -rtpo Erf: GELU's Erf has no TFLite builtin (it becomes a Flex op no runtime here has);
+    # onnx2tf's pseudo-op rewrite expresses it in builtins instead
+    args = ["-i", str(onnx_path), "-o", str(out), "-coion", "-n", "-rtpo", "Erf"]
     for index, (name, samples) in enumerate(calibration.items()):
-        x = samples.reshape((len(samples),) + samples.shape[2:]) if samples.ndim >= 3 and samples.shape[1] == 1 else samples
-        path = out / f"cind_{index}.npy"
-        np.save(path, x.astype(np.float32))
-        args += ["-cind", name, str(path.resolve()), "0.0", "1.0"]
-    run_tool("from onnx2tf.onnx2tf import main; import sys; sys.exit(main())", [*args, *extra_args], out,
-             "onnx2tf", "check the model's ops are supported by onnx2tf (rewrite_for_onnx2tf for ReduceL2)")
-    if not (out / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"onnx2tf wrote no SavedModel into {out}")
+        path = out / f"calib_{index}.npy"
+        np.save(path, nhwc(samples.astype(np.float32)))
+        args += ["-cind", name, str(path), "0.0", "1.0"]
+    if int8_io:
+        quant_io = int8_io if int8_io != "float32" else "int8"  # float I/O file is written either way
+        args += ["-oiqt", "-iqd", quant_io, "-oqd", quant_io]
+    _offline_sample(out, next(iter(calibration.values())))
+    run_tool(onnx2tf_cli, args, out, "onnx2tf", _ONNX2TF_HINT)
     return out
 
 
@@ -142,9 +184,10 @@ def _gelu_fed_nodes(interpreter) -> list[str]:
     return [names[op["outputs"][0]] for op in ops if op["op_name"] == "FULLY_CONNECTED" and source(op["inputs"][0]) == "GELU"]
 
 
-def _int8_converter(tf, saved_model_dir: str | Path, calibration: dict[str, np.ndarray], inputs: dict,
-                    options: Int8FallbackOptions):
-    """A fresh int8 (or int16-activation) converter of ``saved_model_dir`` calibrated on ``calibration``."""
+def _calibrated_converter(tf, saved_model_dir: str | Path, calibration: dict[str, np.ndarray],
+                          options: Int8FallbackOptions, inputs: dict):
+    """A fresh TFLiteConverter for the int8 variant: calibrated on ``calibration``, int8 (or
+    int16x8) builtins with float builtins as the fallback."""
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: _representative(calibration, options.samples, inputs)
@@ -164,7 +207,10 @@ def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, 
 
     signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
     inputs = dict(signature.structured_input_signature[1])
-    converter = lambda: _int8_converter(tf, saved_model_dir, calibration, inputs, options)  # noqa: E731 - a fresh one per use
+
+    def converter():
+        return _calibrated_converter(tf, saved_model_dir, calibration, options, inputs)
+
     if not options.float_ops and not options.float_gelu_fed:
         plain = converter()
         if options.io_dtype != "float32":
@@ -187,6 +233,17 @@ def tflite_int8_float_fallback(saved_model_dir: str | Path, output: str | Path, 
         debug_options=debug(denylisted_ops=list(options.float_ops), denylisted_nodes=nodes))
     path.write_bytes(debugger.get_nondebug_quantized_model())
     return path
+
+
+def int8_float_fallback_cli() -> None:
+    """:func:`tflite_int8_float_fallback` on ``sys.argv``: SAVED_MODEL_DIR OUTPUT SAMPLES_NPZ [IO_DTYPE]
+    (run isolated by the build); no IO_DTYPE: the token path's float I/O, else the image path's
+    integer I/O (GELU-fed FULLY_CONNECTEDs int8 too)."""
+    saved_model_dir, output, samples = sys.argv[1:4]
+    io_dtype = sys.argv[4] if len(sys.argv) > 4 else ""
+    calibration = dict(np.load(samples, allow_pickle=False))
+    options = Int8FallbackOptions(float_gelu_fed=False, io_dtype=io_dtype) if io_dtype else Int8FallbackOptions()
+    tflite_int8_float_fallback(saved_model_dir, output, calibration, options=options)
 
 
 def _quantize_integer_io(tf, converter, options: Int8FallbackOptions, nodes: list[str]) -> bytes:

@@ -4,29 +4,19 @@ The layout and every manifest field are specified in docs/bundle-format.md.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
 import edgekit
-from edgekit import hostinfo
 from edgekit.context import BuildContext
 from edgekit.plots import size_vs_accuracy
+from edgekit.runner import RUNNER_PATH
+from edgekit.runner.edgekit_runner import sha256_file
 from edgekit.stages.base import Stage
-
-RUNNER = Path(__file__).resolve().parent.parent / "runner" / "edgekit_runner.py"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from edgekit.verify import hostinfo
 
 
 def manifest(ctx: BuildContext) -> dict:
@@ -44,14 +34,14 @@ def manifest(ctx: BuildContext) -> dict:
         "outputs": [s.to_json() for s in ctx.outputs],
         "calibration": {"set": ctx.calibration.name, "provenance": ctx.calibration.provenance},
         "golden": {"file": "golden.npz", "samples": len(next(iter(ctx.reference.values()))),
-                   "sha256": sha256(ctx.bundle_dir / "golden.npz")},
+                   "sha256": sha256_file(ctx.bundle_dir / "golden.npz")},
         "runtime_defaults": {"tflite": {"delegate": profile.tflite.delegate, "threads": profile.tflite.threads},
                              "ort": {"provider": profile.ort.provider, "threads": profile.ort.threads}},
         "artifacts": [asdict(a) for a in ctx.artifacts],
         "extra_files": sorted(ctx.extra_files),
         "accuracy": ctx.accuracy or None,
         "compression": ctx.compression or None,
-        # int8 figures depend on the CPU that ran them (see edgekit.hostinfo): say which one did
+        # int8 figures depend on the CPU that ran them (see edgekit.verify.hostinfo): say which one did
         "verified_on": hostinfo.describe(),
     }
 
@@ -85,11 +75,11 @@ class WriteBundle(Stage):
         out = ctx.bundle_dir
         golden = {**{k: v for k, v in ctx.calibration.verification.items()}, **ctx.reference}
         np.savez(out / "golden.npz", **golden)
-        if RUNNER.is_file():
-            shutil.copyfile(RUNNER, out / "edgekit_runner.py")
+        if RUNNER_PATH.is_file():
+            shutil.copyfile(RUNNER_PATH, out / RUNNER_PATH.name)
         for artifact in ctx.artifacts:
             artifact.bytes = (out / artifact.file).stat().st_size
-            artifact.sha256 = sha256(out / artifact.file)
+            artifact.sha256 = sha256_file(out / artifact.file)
         data = manifest(ctx)
         (out / "reports").mkdir(exist_ok=True)
         if size_vs_accuracy(data, out / "reports" / "size_vs_accuracy.png"):

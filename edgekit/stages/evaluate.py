@@ -6,11 +6,11 @@ calibration. lm: perplexity on held-out token windows and next-token agreement w
 """
 from __future__ import annotations
 
-from edgekit import metrics
 from edgekit.context import BuildContext
-from edgekit.hostrun import open_session
 from edgekit.stages.base import Stage
 from edgekit.stages.calibrate import reference_outputs
+from edgekit.verify import metrics
+from edgekit.verify.hostrun import open_session
 
 
 def _artifact_outputs(ctx: BuildContext, samples: dict) -> dict:

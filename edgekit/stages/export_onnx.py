@@ -12,7 +12,7 @@ from typing import Any
 
 from edgekit.context import BuildContext
 from edgekit.errors import ConversionError
-from edgekit.quiet import captured
+from edgekit.isolated import captured
 from edgekit.stages.base import Stage
 
 

@@ -12,8 +12,8 @@ import os
 import numpy as np
 
 from edgekit.context import BuildContext
-from edgekit.hostrun import open_session
 from edgekit.stages.base import Stage
+from edgekit.verify.hostrun import open_session
 
 ROUNDS = 5
 

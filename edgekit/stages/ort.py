@@ -1,73 +1,30 @@
-"""ONNX Runtime stage: static QDQ int8 with onnxruntime.quantization, then ``.ort`` conversion.
+"""ONNX Runtime stage: quantize every ORT precision of the profile, then ``.ort`` conversion.
 
-onnxruntime.quantization is ORT's own quantizer: its QDQ output is exactly what ORT's int8
-kernels (and the NNAPI EP) fuse, which no third-party quantizer guarantees. The scheme
-(signedness, per-channel) comes from the profile because the fast choice differs per target.
+The converters live in ``edgekit.quantize`` (``ort_static`` for image/float models with the
+profile's int8 scheme, ``ort_static_transformer``/``ort_dynamic``/``ort_int4`` for token
+models); this stage picks one per precision and records the artifacts.
 """
 from __future__ import annotations
 
+import functools
+import runpy
 import shutil
 from pathlib import Path
 
-from edgekit import hostinfo
 from edgekit.context import Artifact, BuildContext
 from edgekit.errors import ConversionError
-from edgekit.hostrun import ORTSession
-from edgekit.isolated import run_tool
-from edgekit.quiet import captured
+from edgekit.isolated import captured, run_tool
+from edgekit.quantize.ort_static import quantize_qdq, reduce_range_for, scheme_record
 from edgekit.stages.base import Stage
-from edgekit.targets import ORTInt8, Precision
+from edgekit.targets import Precision
+from edgekit.verify.hostrun import ORTSession
 
-
-class _Reader:
-    """Feeds calibration samples to quantize_static, one static-batch tensor at a time."""
-
-    def __init__(self, samples: dict) -> None:
-        count = len(next(iter(samples.values())))
-        self._rows = iter([{k: v[i] for k, v in samples.items()} for i in range(count)])
-
-    def get_next(self):
-        return next(self._rows, None)
-
-    def rewind(self) -> None:  # part of the CalibrationDataReader protocol; one pass suffices
-        pass
-
-
-def reduce_range_for(scheme: ORTInt8) -> bool:
-    """7-bit weights when the profile asks, or when it names the CPU features full-range int8
-    needs and this build host (which is then the target) has none of them."""
-    return scheme.reduce_range or bool(scheme.full_range_features and not hostinfo.has_any(scheme.full_range_features))
+# ONNX Runtime's own .ort converter, run as its command line (``python -m ...``) in the child
+_ORT_FORMAT = functools.partial(runpy.run_module, "onnxruntime.tools.convert_onnx_models_to_ort", run_name="__main__")
 
 
 def reduce_range(ctx: BuildContext) -> bool:
     return reduce_range_for(ctx.profile.ort.int8)
-
-
-def scheme_record(ctx: BuildContext, precision: Precision) -> dict:
-    """The int8 scheme an artifact was made with, as the manifest records it."""
-    if precision not in (Precision.INT8, Precision.INT8_DYNAMIC):
-        return {}
-    scheme = ctx.profile.ort.int8
-    dynamic = precision == Precision.INT8_DYNAMIC
-    return {"activation_type": "uint8" if dynamic else scheme.activation_type.value, "weight_type": scheme.weight_type.value,
-            "per_channel": True if dynamic else scheme.per_channel, "reduce_range": reduce_range(ctx),
-            "host_int8_isa": hostinfo.int8_isa()}
-
-
-def quantize_qdq(source: Path, target: Path, samples: dict, scheme: ORTInt8, scratch: Path) -> None:
-    """Static QDQ int8 of an image/float model with the profile's scheme, calibrated on ``samples``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    prepared = scratch / "ort_preprocessed.onnx"
-    # quant_pre_process runs symbolic shape inference and ORT's graph optimizations so the
-    # quantizer sees fused Conv+Relu etc. and places fewer QDQ pairs.
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-    quantize_static(str(prepared), str(target), _Reader(samples),
-                    quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
-                    activation_type=types[scheme.activation_type.value], weight_type=types[scheme.weight_type.value],
-                    calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range_for(scheme))
 
 
 def _quantize_transformer(ctx: BuildContext, precision: Precision, target: Path) -> None:
@@ -93,8 +50,7 @@ def _to_ort(ctx: BuildContext, onnx_file: Path) -> Path:
     work = ctx.scratch_dir / f"ort_{onnx_file.stem}"
     work.mkdir()
     shutil.copyfile(onnx_file, work / onnx_file.name)
-    run_tool("import runpy; runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')",
-             [str(work), "--optimization_style", ctx.profile.ort.optimization_style], work,
+    run_tool(_ORT_FORMAT, [str(work), "--optimization_style", ctx.profile.ort.optimization_style], work,
              "ORT format conversion", "check the model loads in onnxruntime")
     produced = sorted(work.glob("*.ort"))
     if not produced:
@@ -149,7 +105,7 @@ class ORTConvert(Stage):
         for path in files:
             session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
             ctx.artifacts.append(Artifact(path.name, path.suffix[1:], precision.value, "onnxruntime",
-                                          session.inputs, session.outputs, quantization=scheme_record(ctx, precision),
+                                          session.inputs, session.outputs, quantization=scheme_record(ctx.profile.ort.int8, precision),
                                           reference_via=target.name if path != target else None))
 
     def _qat(self, ctx: BuildContext) -> None:

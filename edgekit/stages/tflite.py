@@ -22,45 +22,26 @@ import numpy as np
 
 from edgekit.context import Artifact, BuildContext
 from edgekit.errors import ConversionError
-from edgekit.hostrun import TFLiteSession
 from edgekit.isolated import run_tool
+from edgekit.quantize.tflite_variants import convert_onnx, dynamic_range_cli, int8_float_fallback_cli, nhwc
 from edgekit.stages.base import Stage
 from edgekit.targets import Precision
+from edgekit.verify.hostrun import TFLiteSession
 
 # TFLite's runtime errors end with "Node number 71 (DIV) failed to invoke."
 _FAILED_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to (\w+)")
 
-# The file onnx2tf downloads for its self-check when every input is an RGB image.
-_ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # onnx2tf output suffix per (precision, I/O dtype).
 _SUFFIX = {"fp32": "_float32", "fp16": "_float16", ("int8", "float32"): "_integer_quant",
            ("int8", "int8"): "_full_integer_quant", ("int8", "uint8"): "_full_integer_quant"}
-
-
-def _nhwc(x: np.ndarray) -> np.ndarray:
-    """Calibration samples ``[N, 1, C, H, W]`` -> ``[N, H, W, C]`` as onnx2tf's -cind expects."""
-    x = x.reshape((len(x),) + x.shape[2:]) if x.ndim >= 3 and x.shape[1] == 1 else x
-    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
-
-
-def _offline_sample(work: Path, ctx: BuildContext) -> None:
-    """Write the sample file onnx2tf would download, from our own calibration images."""
-    first = next(iter(ctx.calibration.calibration.values()))
-    x = _nhwc(first.astype(np.float32))
-    if x.ndim == 4 and x.shape[-1] == 3:
-        import tensorflow as tf  # onnx2tf imports it anyway
-
-        resized = tf.image.resize(x[:20], (128, 128)).numpy().astype(np.float32)
-        reps = int(np.ceil(20 / len(resized)))
-        np.save(work / _ONNX2TF_SAMPLE, np.concatenate([resized] * reps)[:20])
 
 
 def _dynamic_range(work: Path) -> Path:
     """Dynamic-range int8 from onnx2tf's SavedModel (TF's converter, weights int8, activations
     quantized at run time): the scheme that suits FC-heavy transformers on CPU."""
     target = work / "model_dynamic_range_int8.tflite"
-    run_tool("import sys; from edgekit.quantize.tflite_variants import tflite_dynamic_range as f; f(sys.argv[1], sys.argv[2])",
-             [str(work), str(target)], work, "TFLite dynamic-range conversion", "run with --debug for details")
+    run_tool(dynamic_range_cli, [str(work), str(target)], work, "TFLite dynamic-range conversion",
+             "run with --debug for details")
     return target
 
 
@@ -75,14 +56,11 @@ def _int8_float_fallback(work: Path, ctx: BuildContext, image_io: str | None = N
     samples = work / "fallback_calibration.npz"
     calibration = ctx.calibration.calibration
     if image_io:  # the SavedModel takes NHWC; one sample [1, H, W, C] per row
-        calibration = {k: _nhwc(v.astype(np.float32))[:, None] for k, v in calibration.items()}
+        calibration = {k: nhwc(v.astype(np.float32))[:, None] for k, v in calibration.items()}
     np.savez(samples, **calibration)
-    options = f"Int8FallbackOptions(float_gelu_fed=False, io_dtype={image_io!r})" if image_io else "Int8FallbackOptions()"
-    code = ("import sys, numpy as np; from edgekit.quantize.tflite_variants import Int8FallbackOptions, "
-            "tflite_int8_float_fallback as f; "
-            f"f(sys.argv[1], sys.argv[2], dict(np.load(sys.argv[3], allow_pickle=False)), options={options})")
     hint = "remove int8 from the profile's tflite precisions" if image_io else "drop int8_fallback from the profile's token_precisions"
-    run_tool(code, [str(work), str(target), str(samples)], work, "TFLite int8 (float fallback) conversion", hint)
+    run_tool(int8_float_fallback_cli, [str(work), str(target), str(samples), *([image_io] if image_io else [])], work,
+             "TFLite int8 (float fallback) conversion", hint)
     return target
 
 
@@ -170,19 +148,8 @@ class TFLiteConvert(Stage):
             session = smoke_test(ctx.bundle_dir / file, ctx)
             ctx.artifacts.append(Artifact(file, "tflite", precision.value, "litert", session.inputs, session.outputs))
 
-    def _convert(self, ctx: BuildContext, work: Path, precisions: tuple[Precision, ...], full_int8: bool) -> None:
-        cfg = ctx.profile.tflite
-        # -rtpo Erf: GELU's Erf has no TFLite builtin (it becomes a Flex op no runtime here has);
-        # onnx2tf's pseudo-op rewrite expresses it in builtins instead
-        args = ["-i", str(_tflite_source(ctx, work)), "-o", str(work), "-coion", "-n", "-rtpo", "Erf"]
-        for index, spec in enumerate(ctx.inputs):
-            path = work / f"calib_{index}.npy"
-            np.save(path, _nhwc(ctx.calibration.calibration[spec.name].astype(np.float32)))
-            args += ["-cind", spec.name, str(path), "0.0", "1.0"]
-        if Precision.INT8 in precisions and full_int8:
-            io_dtype = cfg.int8.io_dtype.value
-            quant_io = io_dtype if io_dtype != "float32" else "int8"  # float I/O file is written either way
-            args += ["-oiqt", "-iqd", quant_io, "-oqd", quant_io]
-        _offline_sample(work, ctx)
-        run_tool("from onnx2tf.onnx2tf import main; import sys; sys.exit(main())", args, work, "onnx2tf",
-                 "check the model's ops are supported by onnx2tf, or disable TFLite in the profile")
+    @staticmethod
+    def _convert(ctx: BuildContext, work: Path, precisions: tuple[Precision, ...], full_int8: bool) -> None:
+        calibration = {spec.name: ctx.calibration.calibration[spec.name] for spec in ctx.inputs}
+        int8_io = ctx.profile.tflite.int8.io_dtype.value if Precision.INT8 in precisions and full_int8 else None
+        convert_onnx(_tflite_source(ctx, work), work, calibration, int8_io=int8_io)

@@ -1,10 +1,10 @@
 """Verification stage: every artifact, against the reference model, by its target's arithmetic.
 
-Tolerances come from the profile per precision. ``max_rel_err`` is turned into an absolute
-bound here (relative to the largest reference output) so the manifest, and the device runner
-that reads it, carry plain absolute numbers.
+Tolerances come from the profile per precision, made absolute by ``edgekit.verify.rule`` (the
+home of the tolerance rule and verdict semantics) so the manifest, and the device runner that
+reads it, carry plain absolute numbers.
 
-Which arithmetic judges (the device runner's ``semantics``, one rule for build and device): this
+Which arithmetic judges (``edgekit.verify.rule.semantics``, one rule for build and device): this
 host's kernels when it computes like the target (same architecture and CPU features; TFLite
 always), else ONNX Runtime's reference semantics (QDQ as float, integer ops emulated exactly).
 Why: an x86 CPU without VNNI saturates in ORT's u8s8 kernels where the ARM target does not, and
@@ -19,19 +19,9 @@ import numpy as np
 
 from edgekit.context import Artifact, BuildContext
 from edgekit.errors import ConversionError, VerificationError
-from edgekit.hostrun import open_session
-from edgekit.runner.edgekit_runner import broken_bounds, compare, int8_isa, semantics
 from edgekit.stages.base import Stage
-
-
-def absolute_tolerance(ctx: BuildContext, precision: str) -> dict:
-    tol = ctx.profile.tolerance_for(precision)
-    scale = max(float(max(abs(v).max() for v in ctx.reference.values())), 1e-6)
-    out = {"max_abs_err": tol.max_rel_err * scale if tol.max_rel_err is not None else None,
-           "min_cosine": tol.min_cosine}
-    if ctx.task == "classification":
-        out["min_top1_agreement"] = tol.min_top1_agreement
-    return out
+from edgekit.verify.hostrun import open_session
+from edgekit.verify.rule import absolute_tolerance, broken_bounds, compare, int8_isa, semantics
 
 
 def device_facts(ctx: BuildContext) -> dict:
@@ -72,7 +62,7 @@ class Verify(Stage):
     @staticmethod
     def _verify(ctx: BuildContext, artifact: Artifact) -> list[str]:
         classification = ctx.task == "classification"
-        artifact.tolerance = absolute_tolerance(ctx, artifact.precision)
+        artifact.tolerance = absolute_tolerance(ctx.profile.tolerance_for(artifact.precision), ctx.reference, classification)
         outputs = run_artifact(ctx, artifact.file, artifact.format)
         host = compare(outputs, ctx.reference, classification)
         how = semantics(device_facts(ctx), asdict(artifact))

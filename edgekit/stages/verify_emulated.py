@@ -22,8 +22,8 @@ from typing import Any
 from edgekit.context import BuildContext
 from edgekit.device.settings import RunnerSettings
 from edgekit.errors import UnsupportedError, VerificationError
-from edgekit.runner.edgekit_runner import broken_bounds
 from edgekit.stages.base import Stage
+from edgekit.verify.rule import broken_bounds
 
 VERDICT = "arm_emulated"
 SEMANTICS = "arm-kernels"
@@ -140,7 +140,7 @@ def _runner_settings(ctx: BuildContext) -> tuple[RunnerSettings, dict[str, str]]
 def _verdict(result: dict[str, Any], report: dict[str, Any], samples: int, note: str | None) -> dict[str, Any]:
     """One artifact's verdict: what judged it (semantics, emulator, userland, runtime, the
     machine the guest saw and the host that emulated it) and the figures on golden.npz."""
-    from edgekit.hostinfo import cpu_model
+    from edgekit.verify.hostinfo import cpu_model
 
     emulation, correctness = report["emulation"], result.get("correctness") or {}
     verdict = {

@@ -5,13 +5,13 @@ import numpy as np
 import onnx
 import pytest
 
+from edgekit.quantize._io import CalibrationReader
 from edgekit.quantize.onnx_rewrites import op_counts
 from edgekit.quantize.ort_dynamic import DynamicInt8Options, quantize_dynamic_int8
 from edgekit.quantize.ort_int4 import Int4Options, quantize_int4_weights
 from edgekit.quantize.ort_static_transformer import (
     SENSITIVE_OP_TYPES,
     StaticTransformerOptions,
-    TokenDataReader,
     quantize_static_transformer,
 )
 
@@ -74,15 +74,15 @@ def test_static_with_dynamic_gelu_fed_projections(tiny_onnx, calibration, heldou
     assert cosines(ort_outputs(out, heldout), tiny_reference).min() > 0.99
 
 
-def test_token_data_reader_yields_int64_samples_and_rewinds(calibration):
-    reader = TokenDataReader(calibration)
+def test_calibration_reader_yields_int64_samples_and_rewinds(calibration):
+    reader = CalibrationReader(calibration)
     rows = list(iter(reader.get_next, None))
     assert len(rows) == len(reader) == 64
     assert rows[0]["input_ids"].shape == (1, 16) and rows[0]["input_ids"].dtype == np.int64
     reader.rewind()
     assert np.array_equal(reader.get_next()["attention_mask"], rows[0]["attention_mask"])
     with pytest.raises(ValueError, match="different sample counts"):
-        TokenDataReader({"a": np.zeros((2, 1, 4)), "b": np.zeros((3, 1, 4))})
+        CalibrationReader({"a": np.zeros((2, 1, 4)), "b": np.zeros((3, 1, 4))})
 
 
 def test_int4_rewrites_gemm_and_quantizes_every_weight(tiny_onnx, heldout, tiny_reference, tmp_path):

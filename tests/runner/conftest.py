@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from edgekit.runner import RUNNER_PATH as RUNNER
+
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = REPO / "edgekit" / "runner" / "edgekit_runner.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _tiny_bundle import make_bundle  # noqa: E402
 

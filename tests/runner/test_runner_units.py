@@ -15,7 +15,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-RUNNER = Path(__file__).resolve().parents[2] / "edgekit" / "runner" / "edgekit_runner.py"
+from edgekit.runner import RUNNER_PATH as RUNNER
 
 
 def test_feed_and_read_follow_the_bundle_rules(er: ModuleType) -> None:

@@ -159,10 +159,10 @@ def test_language_models_are_judged_by_perplexity_on_the_eval_windows():
 
     import torch
 
-    from edgekit import metrics
     from edgekit.budget import budget_metric
     from edgekit.compress import TrainData
     from edgekit.compress.metrics import perplexity
+    from edgekit.verify import metrics
 
     torch.manual_seed(0)
     lm = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16))

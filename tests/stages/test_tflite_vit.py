@@ -71,11 +71,11 @@ def test_rpi4_int8_tflite_cosine_on_held_out_digits(vit_bundles, vit_file):
     """Cosine to the PyTorch model on the digits ``eval`` split (never used for calibration)."""
     import torch
 
-    from edgekit.hostrun import TFLiteSession
-    from edgekit.metrics import per_sample_cosine
     from edgekit.modelspec import load
-    from edgekit.runner.edgekit_runner import cosine
     from edgekit.tensors import TensorSpec
+    from edgekit.verify.hostrun import TFLiteSession
+    from edgekit.verify.metrics import per_sample_cosine
+    from edgekit.verify.rule import cosine
 
     out, manifest = vit_bundles("rpi4")
     loaded = load(f"{vit_file}:factory")

@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgekit import hostinfo
 from edgekit.runner import edgekit_runner as runner
 from edgekit.stages import verify
+from edgekit.verify import hostinfo
 
 
 def test_build_uses_the_runners_tolerance_rule() -> None:

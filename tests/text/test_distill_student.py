@@ -105,8 +105,8 @@ def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bu
     tokens = minilm.tokenize_text(load_sentences("heldout"))
     with torch.no_grad():
         reference = teacher(torch.from_numpy(tokens["input_ids"][:, 0]), torch.from_numpy(tokens["attention_mask"][:, 0]))
-    from edgekit.hostrun import ORTSession
     from edgekit.tensors import TensorSpec
+    from edgekit.verify.hostrun import ORTSession
 
     specs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in manifest["inputs"]]
     session = ORTSession(out / "model_fp32.onnx", specs, [TensorSpec("embedding", (1, 384))], threads=2)

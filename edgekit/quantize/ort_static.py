@@ -1,0 +1,51 @@
+"""ONNX Runtime static QDQ int8 for image/float models, with the target profile's scheme.
+
+onnxruntime.quantization is ORT's own quantizer: its QDQ output is exactly what ORT's int8
+kernels (and the NNAPI EP) fuse, which no third-party quantizer guarantees. The scheme
+(signedness, per-channel, reduce_range) comes from the profile because the fast choice differs
+per target. Token-input models go through ``ort_static_transformer`` instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.quantize._io import CalibrationReader, quant_type
+from edgekit.targets import ORTInt8, Precision
+from edgekit.verify import hostinfo
+
+__all__ = ["quantize_qdq", "reduce_range_for", "scheme_record"]
+
+
+def reduce_range_for(scheme: ORTInt8) -> bool:
+    """7-bit weights when the profile asks, or when it names the CPU features full-range int8
+    needs and this build host (which is then the target) has none of them."""
+    return scheme.reduce_range or bool(scheme.full_range_features and not hostinfo.has_any(scheme.full_range_features))
+
+
+def scheme_record(scheme: ORTInt8, precision: Precision) -> dict:
+    """The int8 scheme an artifact of ``precision`` was made with, as the manifest records it
+    (dynamic int8 is always uint8 activations, per channel)."""
+    if precision not in (Precision.INT8, Precision.INT8_DYNAMIC):
+        return {}
+    dynamic = precision == Precision.INT8_DYNAMIC
+    return {"activation_type": "uint8" if dynamic else scheme.activation_type.value, "weight_type": scheme.weight_type.value,
+            "per_channel": True if dynamic else scheme.per_channel, "reduce_range": reduce_range_for(scheme),
+            "host_int8_isa": hostinfo.int8_isa()}
+
+
+def quantize_qdq(source: Path, target: Path, samples: dict[str, np.ndarray], scheme: ORTInt8, scratch: Path) -> None:
+    """Static QDQ int8 of an image/float model with the profile's scheme, calibrated on ``samples``
+    (``{input_name: [N, 1, ...]}``, MinMax); ``scratch`` holds the preprocessed graph."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = scratch / "ort_preprocessed.onnx"
+    # quant_pre_process runs symbolic shape inference and ORT's graph optimizations so the
+    # quantizer sees fused Conv+Relu etc. and places fewer QDQ pairs.
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+    quantize_static(str(prepared), str(target), CalibrationReader(samples),
+                    quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
+                    activation_type=quant_type(scheme.activation_type.value), weight_type=quant_type(scheme.weight_type.value),
+                    calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range_for(scheme))
