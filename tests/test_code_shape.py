@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import edgekit
 
 PACKAGE = Path(edgekit.__file__).resolve().parent
@@ -50,8 +48,6 @@ def test_the_runner_exception_is_still_needed():
     assert len(runner.read_text().splitlines()) > MAX_MODULE_LINES
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: modules are being moved into sub-packages (device/, verify/); "
-                                        "remove this mark once they are merged")
 def test_the_top_level_holds_at_most_20_modules():
     top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
