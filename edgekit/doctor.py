@@ -112,7 +112,11 @@ def int8_note(arch: str, isa: str, vnni: bool) -> str:
 
 
 def cpu_report() -> dict[str, Any]:
-    arch, isa, vnni = hostinfo.arch(), hostinfo.int8_isa(), hostinfo.has_any(hostinfo.VNNI_FEATURES)
+    try:  # CPU features are read through numpy (CPUID); a bare venv still gets the rest
+        arch, isa, vnni = hostinfo.arch(), hostinfo.int8_isa(), hostinfo.has_any(hostinfo.VNNI_FEATURES)
+    except ImportError as exc:
+        return {"model": None, "arch": None, "int8_isa": None, "vnni": None,
+                "note": f"CPU features unknown: {exc} (install the locked stack)"}
     return {"model": hostinfo.cpu_model(), "arch": arch, "int8_isa": isa, "vnni": vnni, "note": int8_note(arch, isa, vnni)}
 
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from edgekit.runner.edgekit_runner import cpu_flags, cpu_model, int8_isa
-from edgekit.runner.edgekit_runner import host_arch as arch
-
 __all__ = ["STACK_PACKAGES", "VNNI_FEATURES", "arch", "cpu_flags", "cpu_model", "describe", "has_any", "int8_isa",
            "package_versions"]
 
@@ -23,6 +20,32 @@ VNNI_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
 #: runtimes and converters whose versions decide an artifact's bytes or numbers
 STACK_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "tensorflow-cpu", "tf_keras", "onnx2tf",
                   "onnxsim", "ai-edge-litert", "numpy")
+
+
+def _runner():
+    # imported when asked: the runner needs numpy, and `edgekit doctor` must work without it
+    from edgekit.runner import edgekit_runner
+
+    return edgekit_runner
+
+
+def arch() -> str:
+    """``x86_64`` or ``aarch64``."""
+    return _runner().host_arch()
+
+
+def cpu_flags() -> frozenset:
+    """This CPU's feature flags (CPUID through numpy, Linux names)."""
+    return _runner().cpu_flags()
+
+
+def cpu_model() -> str | None:
+    return _runner().cpu_model()
+
+
+def int8_isa() -> str:
+    """The most capable int8-relevant ISA of this CPU (``avx2``, ``avx512_vnni``, ``neon``, ...)."""
+    return _runner().int8_isa()
 
 
 def has_any(features: tuple[str, ...] | list[str]) -> bool:
