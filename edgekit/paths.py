@@ -26,12 +26,7 @@ def data_dir(name: str) -> Path:
     Raises FileNotFoundError naming every place looked at, since a broken install is otherwise
     hard to diagnose.
     """
-    candidates = _candidates(name)
-    for path in candidates:
-        if path.is_dir():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(f"edgekit data folder {name!r} not found (looked in {looked}); reinstall edgekit")
+    return _first(name, "folder", Path.is_dir)
 
 
 def targets_dir() -> Path:
@@ -47,9 +42,13 @@ def calibration_dir() -> Path:
 def data_file(name: str) -> Path:
     """Return the first existing data file called ``name`` (e.g. ``constraints.txt``), looked up
     like :func:`data_dir`; FileNotFoundError names every place looked at."""
+    return _first(name, "file", Path.is_file)
+
+
+def _first(name: str, kind: str, exists) -> Path:
     candidates = _candidates(name)
     for path in candidates:
-        if path.is_file():
+        if exists(path):
             return path
     looked = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(f"edgekit data file {name!r} not found (looked in {looked}); reinstall edgekit")
+    raise FileNotFoundError(f"edgekit data {kind} {name!r} not found (looked in {looked}); reinstall edgekit")
