@@ -14,10 +14,15 @@ from edgekit.verify.hostrun import open_session
 
 
 def _artifact_outputs(ctx: BuildContext, samples: dict) -> dict:
+    """Each artifact's outputs by the arithmetic its verdict used (Verify ran first): quality is
+    a property of the artifact on its target, not of this host's int8 kernels."""
     first = ctx.outputs[0].name
     outputs = {}
     for artifact in ctx.artifacts:
-        session = open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads=1)
+        reference = artifact.verification.get("semantics") == "reference"
+        file = (artifact.reference_via or artifact.file) if reference else artifact.file
+        fmt = "onnx" if reference and file.endswith(".onnx") else artifact.format
+        session = open_session(ctx.bundle_dir / file, fmt, ctx.inputs, ctx.outputs, threads=1, reference=reference)
         outputs[artifact.file] = session.run_batch(samples)[first]
     return outputs
 
