@@ -179,8 +179,15 @@ def onnx_size_and_latency(model: nn.Module, ctx: BuildContext, runs: int = 30) -
 
 def step_onnx(model: nn.Module, ctx: BuildContext, folder: Path) -> Path:
     """``folder/step.onnx``: ``model`` exported by the ONNX export stage's own exporter."""
+    import onnx
+
+    from edgekit.quantize.onnx_rewrites import dedupe_value_names
     from edgekit.stages.export_onnx import export_model
 
     path = folder / "step.onnx"
     export_model(model, ctx, path)
+    # the clean-up stage's first repair, for the same reason: the dynamo exporter can define a
+    # value twice (aten.embedding's output "embedding" beside a user output of that name), which
+    # onnxruntime refuses to load (measured on the MiniLM depth student)
+    onnx.save(dedupe_value_names(onnx.load(str(path))), str(path))
     return path
