@@ -9,6 +9,7 @@ from __future__ import annotations
 from edgekit.context import BuildContext
 from edgekit.stages.base import Stage
 from edgekit.stages.calibrate import reference_outputs
+from edgekit.stages.verify import reference_source
 from edgekit.verify import metrics
 from edgekit.verify.hostrun import open_session
 
@@ -20,8 +21,7 @@ def _artifact_outputs(ctx: BuildContext, samples: dict) -> dict:
     outputs = {}
     for artifact in ctx.artifacts:
         reference = artifact.verification.get("semantics") == "reference"
-        file = (artifact.reference_via or artifact.file) if reference else artifact.file
-        fmt = "onnx" if reference and file.endswith(".onnx") else artifact.format
+        file, fmt = reference_source(artifact) if reference else (artifact.file, artifact.format)
         session = open_session(ctx.bundle_dir / file, fmt, ctx.inputs, ctx.outputs, threads=1, reference=reference)
         outputs[artifact.file] = session.run_batch(samples)[first]
     return outputs

@@ -25,8 +25,15 @@ from edgekit.verify.rule import absolute_tolerance, broken_bounds, compare, int8
 
 
 def device_facts(ctx: BuildContext) -> dict:
-    """The part of the manifest that says which CPU the bundle is for."""
-    return {"device": asdict(ctx.profile.device), "artifacts": [asdict(a) for a in ctx.artifacts]}
+    """The part of the manifest that says which CPU the bundle is for (all ``semantics`` reads)."""
+    return {"device": asdict(ctx.profile.device)}
+
+
+def reference_source(artifact: Artifact) -> tuple[str, str]:
+    """The bundle file (and its format) whose reference run judges ``artifact`` off-target: an
+    ``.ort`` is judged through the ``.onnx`` it was converted from."""
+    file = artifact.reference_via or artifact.file
+    return file, ("onnx" if file.endswith(".onnx") else artifact.format)
 
 
 def run_artifact(ctx: BuildContext, file: str, fmt: str, reference: bool = False) -> dict[str, np.ndarray]:
@@ -84,8 +91,7 @@ def _reference(ctx: BuildContext, artifact: Artifact, outputs: dict[str, np.ndar
     differ by rounding (measured 0.18 on a small ViT with nnapi's U8U8 scheme), and judging the fused
     kernels here would make the verdict depend on this host's CPU again."""
     classification = ctx.task == "classification"
-    source = artifact.reference_via or artifact.file
-    fmt = "onnx" if source.endswith(".onnx") else artifact.format
+    source, fmt = reference_source(artifact)
     result = compare(run_artifact(ctx, source, fmt, reference=True), ctx.reference, classification)
     broken = broken_bounds(result, artifact.tolerance)
     if source != artifact.file:
