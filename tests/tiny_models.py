@@ -153,3 +153,43 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-sample cosine similarity of two ``[N, ...]`` arrays."""
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def tiny_llama_folder(folder: Path, *, seed: int = 0, family: str = "llama") -> Path:
+    """A 2-layer llama-architecture HF folder (config.json + model.safetensors), random weights.
+
+    Written with safetensors exactly as ``save_pretrained`` lays it out, so the LLM path reads it
+    as it reads a real checkpoint. Sizes keep grouped-query attention (4 heads, 2 KV heads) and a
+    tied embedding, like SmolLM2."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, hidden, layers, heads, kv_heads, inter = 96, 64, 2, 4, 2, 128
+    head_dim = hidden // heads
+    config = {"model_type": family, "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
+              "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+              "rms_norm_eps": 1e-5, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+              "tie_word_embeddings": True, "max_position_embeddings": 256, "bos_token_id": 1,
+              "eos_token_id": 2, "hidden_act": "silu", "attention_bias": family == "qwen2"}
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.08) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) * scale
+
+    weights = {"model.embed_tokens.weight": rand(vocab, hidden, scale=0.5), "model.norm.weight": 1 + rand(hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        weights |= {p + "input_layernorm.weight": 1 + rand(hidden), p + "post_attention_layernorm.weight": 1 + rand(hidden),
+                    p + "self_attn.q_proj.weight": rand(heads * head_dim, hidden),
+                    p + "self_attn.k_proj.weight": rand(kv_heads * head_dim, hidden),
+                    p + "self_attn.v_proj.weight": rand(kv_heads * head_dim, hidden),
+                    p + "self_attn.o_proj.weight": rand(hidden, heads * head_dim),
+                    p + "mlp.gate_proj.weight": rand(inter, hidden), p + "mlp.up_proj.weight": rand(inter, hidden),
+                    p + "mlp.down_proj.weight": rand(hidden, inter)}
+        if family == "qwen2":
+            weights |= {p + f"self_attn.{n}_proj.bias": rand(d) for n, d in
+                        (("q", heads * head_dim), ("k", kv_heads * head_dim), ("v", kv_heads * head_dim))}
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(__import__("json").dumps(config, indent=2))
+    return folder
