@@ -55,8 +55,9 @@ def main() -> None:
 @main.command()
 @click.argument("model", required=False)
 @click.option("--target", "-t", required=True, help="Profile name (see `edgekit targets`) or path to a .toml file.")
-@click.option("--example", type=click.Choice(["digits", "minilm", "minilm-student", "tinygpt"]),
-              help="Build a bundled example instead of MODEL (minilm needs the transformers extra).")
+@click.option("--example", type=click.Choice(["digits", "minilm", "minilm-student", "tinygpt", "smollm2"]),
+              help="Build a bundled example instead of MODEL (minilm needs the transformers extra; "
+                   "smollm2, a real 135M-parameter LLM, the llm extra).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: dist/<target>].")
 @click.option("--calibration", "-c", help="Calibration set name (digits, photos) or a folder of .npy/.npz/images.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224[:dtype]", help="Input spec; repeat per input.")
@@ -82,7 +83,8 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
           recipe_file, max_drop, verify_on, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
-    MODEL is path/to/file.py:factory, an exported program (.pt2) or an .onnx file.
+    MODEL is path/to/file.py:factory, an exported program (.pt2), an .onnx file, or a language model:
+    a Hugging Face causal-LM folder (llama, qwen2, gemma; safetensors) or a .gguf file.
     Compression steps run in the fixed order share, prune, lowrank, distill, qat.
     """
     from edgekit.budget import MaxDrop

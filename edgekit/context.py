@@ -84,6 +84,7 @@ class BuildContext:
     timings: dict[str, float] = field(default_factory=dict)
     tokenize: Any = None  # the model's ``tokenize_text(sentences)`` hook, for text calibration sets
     hooks: dict = field(default_factory=dict)  # the model file's train_data / evaluate functions
+    llm: Any = None  # edgekit.llm.state.LlmState in a decoder-LLM build
 
     @property
     def token_inputs(self) -> bool:

@@ -21,6 +21,19 @@ from edgekit.options import BuildOptions
 from edgekit.targets import TargetProfile, load_target
 
 
+def _is_llm(options: BuildOptions) -> bool:
+    from edgekit.llm.stages.load import is_llm_model
+
+    return is_llm_model(options.model)
+
+
+def _refuse_llm_recipe(options: BuildOptions) -> None:
+    if options.recipe or options.recipe_file or options.max_drop is not None:
+        raise UnsupportedError("compression recipes are not available for language models yet",
+                               "drop --prune/--lowrank/--distill/--qat/--recipe/--max-drop; the profile's [llm] table "
+                               "chooses the weight quantization")
+
+
 def load_recipe(options: BuildOptions) -> Any:
     """The compression recipe (an :class:`edgekit.compress.Recipe`, or ``None``) from
     ``--recipe``, CLI shorthand, or ``edgekit.toml`` beside the model; parsed (and refused when
@@ -86,10 +99,29 @@ def _replace(staged: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _run_stages(ctx: BuildContext) -> None:
+def _stages(llm: bool) -> tuple:
+    """The stage list: decoder LLMs have their own (``edgekit.llm.stages``)."""
+    if llm:
+        from edgekit.llm.stages import LLM_STAGES
+
+        return LLM_STAGES
     from edgekit.stages import STAGES
 
-    for stage_cls in STAGES:
+    return STAGES
+
+
+def _manifest(ctx: BuildContext) -> dict:
+    if ctx.llm is not None:
+        from edgekit.llm.stages.bundle import llm_manifest
+
+        return llm_manifest(ctx)
+    from edgekit.stages.bundle import manifest
+
+    return manifest(ctx)
+
+
+def _run_stages(ctx: BuildContext, llm: bool) -> None:
+    for stage_cls in _stages(llm):
         stage = stage_cls()
         if stage.applies(ctx):
             ctx.reporter.stage(stage.name, stage.description)
@@ -100,8 +132,6 @@ def _run_stages(ctx: BuildContext) -> None:
 
 def _staged_build(options: BuildOptions, profile: TargetProfile, out: Path, reporter: Reporter, recipe: Any) -> dict:
     """Run every stage in a fresh staging folder, move the bundle into ``out``, return its manifest."""
-    from edgekit.stages.bundle import manifest
-
     outdir.remove_stale(out)
     try:
         staging = outdir.make_staging(out)
@@ -109,8 +139,8 @@ def _staged_build(options: BuildOptions, profile: TargetProfile, out: Path, repo
         raise outdir.location_error(exc, out) from None
     ctx = BuildContext(options, profile, staging / "bundle", staging / "scratch", reporter, recipe=recipe)
     try:
-        _run_stages(ctx)
-        result = manifest(ctx)  # while the bundle's files are still where the context says
+        _run_stages(ctx, recipe is None and _is_llm(options))
+        result = _manifest(ctx)  # while the bundle's files are still where the context says
         shutil.rmtree(ctx.scratch_dir, ignore_errors=True)  # before the rename: frees space, keeps it out of sight
         _replace(ctx.bundle_dir, out)
     except Exception as exc:
@@ -131,7 +161,9 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
     profile = load_target(options.target)
-    recipe = load_recipe(options)  # a bad recipe is refused before any work
+    if _is_llm(options):
+        _refuse_llm_recipe(options)
+    recipe = None if _is_llm(options) else load_recipe(options)  # a bad recipe is refused before any work
     out = options.out_dir(profile.name)
     outdir.check_out(out, options.force)
     outdir.prepare_parent(out)

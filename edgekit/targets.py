@@ -172,6 +172,42 @@ class Tolerance:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class LlmTolerance:
+    """Verdict bounds for a decoder artifact on the golden prompts: the greedy tokens' match with
+    the original's (up to each prompt's first difference) and the first-step logits' cosine."""
+
+    min_token_match: Fraction | None = None
+    min_logits_cosine: Fraction | None = None
+
+
+@dataclass(frozen=True, config=_SCHEMA)
+class LlmConfig:
+    """How decoder LLMs are built for this device (the ``[llm]`` table).
+
+    ``context`` sizes the KV cache (and the perplexity window); ``prefill_chunk`` is how many
+    prompt tokens one prefill step takes (the static prefill signature's length);
+    ``int4_block_size`` the weights per int4 scale (32 matches GGUF's Q4 blocks)."""
+
+    context: Count = 512
+    prefill_chunk: Count = 64
+    ort_precisions: tuple[Precision, ...] = (Precision.FP32, Precision.INT8, Precision.INT4)
+    tflite_precisions: tuple[Precision, ...] = ()
+    ort_format: StrictBool = True
+    int4_block_size: Count = 32
+    golden_prompts: Count = 16
+    golden_new_tokens: Count = 32
+    tolerance: dict[Precision, LlmTolerance] = dataclasses.field(default_factory=dict)
+
+    @field_validator("tolerance", mode="after")
+    @classmethod
+    def _plain_keys(cls, value: dict[Precision, LlmTolerance]) -> dict[str, LlmTolerance]:
+        return {Precision(k).value: v for k, v in value.items()}
+
+    def tolerance_for(self, precision: Precision | str) -> LlmTolerance:
+        return self.tolerance.get(Precision(precision).value, LlmTolerance())
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class TargetProfile:
     """A device, as data. Load with :func:`load_target`."""
 
@@ -183,6 +219,7 @@ class TargetProfile:
     ort: ORTConfig = ORTConfig()
     compress: CompressConfig = CompressConfig()
     budget: Budget = Budget()
+    llm: LlmConfig = LlmConfig()
     #: keyed by precision name (``fp32``, ``int8``, ...)
     tolerance: dict[Precision, Tolerance] = dataclasses.field(default_factory=dict)
     source: StrictStr = ""
@@ -223,6 +260,8 @@ def _table(loc: tuple) -> type | None:
     """The schema class of the TOML table at ``loc`` (to name its allowed keys)."""
     if loc[:1] == ("tolerance",):
         return Tolerance if len(loc) == 2 else None
+    if loc[:2] == ("llm", "tolerance"):
+        return LlmTolerance if len(loc) == 3 else None
     cls: Any = TargetProfile
     for part in loc:
         cls = get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None

@@ -192,4 +192,23 @@ def tiny_llama_folder(folder: Path, *, seed: int = 0, family: str = "llama") -> 
                         (("q", heads * head_dim), ("k", kv_heads * head_dim), ("v", kv_heads * head_dim))}
     save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(__import__("json").dumps(config, indent=2))
+    tiny_tokenizer(vocab).save(str(folder / "tokenizer.json"))
     return folder
+
+
+def tiny_tokenizer(vocab: int):
+    """A word-level tokenizer over the bundled text set's most frequent words (ids 3.. vocab-1;
+    0 unk, 1 bos, 2 eos), so real sentences become mostly real tokens for a tiny model."""
+    import collections
+    import re
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from edgekit.text import load_sentences
+
+    counts = collections.Counter(w for s in load_sentences("calibration") for w in re.findall(r"\w+|[^\w\s]", s.lower()))
+    words = ["<unk>", "<s>", "</s>"] + [w for w, _ in counts.most_common(vocab - 3)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
