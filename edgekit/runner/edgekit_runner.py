@@ -392,21 +392,34 @@ def reference_file(manifest: dict[str, Any], art: dict[str, Any]) -> str:
 
 def reference_model(path: Path) -> Any:
     """The model as ONNX Runtime's reference semantics run it: integer ops (MatMulInteger of
-    dynamic int8) rewritten to float on the exact integer values (needs the ``onnx`` package;
+    dynamic int8) rewritten to float on the exact integer values, weight-only MatMulNBits at
+    float compute (accuracy_level 0) (needs the ``onnx`` package;
     without it the file runs as is). Returns a path or serialized bytes."""
     try:
         import onnx
     except ImportError:
         return path
     model = onnx.load(str(path))
-    if not any(n.op_type == "MatMulInteger" for n in model.graph.node):
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    if not nbits and not any(n.op_type == "MatMulInteger" for n in model.graph.node):
         return path
+    for node in nbits:
+        float_compute(node)
     nodes = []
     for node in model.graph.node:
         nodes += emulate_matmul_integer(node) if node.op_type == "MatMulInteger" else [node]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model.SerializeToString()
+
+
+def float_compute(node: Any) -> None:
+    """MatMulNBits computes in float on the dequantized weights at accuracy_level 0; higher
+    levels quantize the activations to int8 with CPU-specific kernels, so the reference drops
+    them (weights dequantize exactly: a block's scale times an integer)."""
+    for attr in node.attribute:
+        if attr.name == "accuracy_level":
+            attr.i = 0
 
 
 def emulate_matmul_integer(node: Any) -> list:
