@@ -53,10 +53,18 @@ def _dynamic_shapes(shapes: ExportShapes) -> dict | None:
             "past_key": {0: d}, "past_value": {0: d}, "logit_positions": {0: d}}
 
 
-def export_decoder(decoder: Any, target: Path, *, opset: int, shapes: ExportShapes = ExportShapes()) -> None:
-    """Write ``target`` (self-contained when under 2 GB)."""
+# RMSNormalization, RotaryEmbedding and Attention arrived in opset 23 (ONNX Runtime >= 1.23 runs them)
+FUSED_OPSET = 23
+
+
+def export_decoder(decoder: Any, target: Path, *, opset: int, shapes: ExportShapes = ExportShapes(),
+                   fused: bool = True) -> None:
+    """Write ``target`` (self-contained when under 2 GB). ``fused``: the opset-23 ops ONNX Runtime
+    runs fused (at least opset 23); otherwise plain ops at ``opset`` (for onnx2tf)."""
     import torch
 
+    decoder.fused = fused
+    opset = max(opset, FUSED_OPSET) if fused else opset
     # the dynamo exporter is torch's supported path; its chatter is shown only on failure
     try:
         with captured() as log, torch.no_grad():
