@@ -155,12 +155,14 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def tiny_llama_folder(folder: Path, *, seed: int = 0, family: str = "llama") -> Path:
+def tiny_llama_folder(folder: Path, *, seed: int = 0, family: str = "llama", proj_scale: float = 0.08) -> Path:
     """A 2-layer llama-architecture HF folder (config.json + model.safetensors), random weights.
 
     Written with safetensors exactly as ``save_pretrained`` lays it out, so the LLM path reads it
     as it reads a real checkpoint. Sizes keep grouped-query attention (4 heads, 2 KV heads) and a
-    tied embedding, like SmolLM2."""
+    tied embedding, like SmolLM2. At the default ``proj_scale`` the residual stream is mostly the
+    tied input embedding, so greedy decoding repeats the last token whatever came before; 0.3 gives
+    varied continuations that depend on the whole context (what a KV-cache test needs)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,13 +176,16 @@ def tiny_llama_folder(folder: Path, *, seed: int = 0, family: str = "llama") -> 
               "eos_token_id": 2, "hidden_act": "silu", "attention_bias": family == "qwen2"}
     gen = torch.Generator().manual_seed(seed)
 
-    def rand(*shape: int, scale: float = 0.08) -> torch.Tensor:
+    def rand(*shape: int, scale: float = proj_scale) -> torch.Tensor:
         return torch.randn(*shape, generator=gen) * scale
 
-    weights = {"model.embed_tokens.weight": rand(vocab, hidden, scale=0.5), "model.norm.weight": 1 + rand(hidden)}
+    def norm() -> torch.Tensor:
+        return 1 + rand(hidden, scale=0.08)
+
+    weights = {"model.embed_tokens.weight": rand(vocab, hidden, scale=0.5), "model.norm.weight": norm()}
     for i in range(layers):
         p = f"model.layers.{i}."
-        weights |= {p + "input_layernorm.weight": 1 + rand(hidden), p + "post_attention_layernorm.weight": 1 + rand(hidden),
+        weights |= {p + "input_layernorm.weight": norm(), p + "post_attention_layernorm.weight": norm(),
                     p + "self_attn.q_proj.weight": rand(heads * head_dim, hidden),
                     p + "self_attn.k_proj.weight": rand(kv_heads * head_dim, hidden),
                     p + "self_attn.v_proj.weight": rand(kv_heads * head_dim, hidden),

@@ -4,6 +4,8 @@
     python edgekit_runner.py BUNDLE_DIR [--artifact FILE] [--threads N] [--runs N] [--warmup N]
         [--min-seconds S] [--max-seconds S] [--delegate xnnpack|nnapi|gpu|none]
         [--provider NAME] [--json OUT]
+    python edgekit_runner.py LLM_BUNDLE [--prompt TEXT | --prompt-ids 1,2,3]
+        [--max-new-tokens N] [--perplexity FILE] [--artifact FILE] [--threads N] [--json OUT]
 
 Self-contained on purpose: it is copied into every bundle and onto devices, so it imports only the
 standard library, numpy and ONE runtime, lazily (LiteRT, tflite-runtime or tensorflow.lite for
@@ -15,6 +17,12 @@ before anything is loaded; init (load) time; first inference; warm-up runs; time
 the input is set once before the loop, so a bare `set_tensor(); [t0; invoke(); t1]...` loop
 measures the same thing; for onnxruntime the timed call is `session.run`, which binds its inputs
 itself. Then every golden.npz sample is replayed and compared against the artifact's tolerance.
+
+An LLM bundle ("kind": "llm", docs/llm-bundle.md) is run through the KV contract edgekit-kv-1:
+without a prompt, each artifact's greedy continuations of golden_llm.npz are judged (token match,
+first-step logits cosine) and generation on a fixed prompt is measured (ttft, prefill and decode
+tokens/s, peak RSS); with --prompt (needs the optional `tokenizers` package) or --prompt-ids
+the generated text (or ids) is printed on stdout; --perplexity FILE scores a text.
 
 Without --artifact each artifact runs in a fresh subprocess, so memory figures are not shared.
 Exit codes: 0 all ran and passed, 1 failed correctness or errored, 2 bad bundle or usage,
@@ -731,6 +739,8 @@ def memory_figures(before: float | None, loaded: float | None, first: float | No
 def run_artifact(args: argparse.Namespace, bundle: Path, manifest: dict[str, Any],
                  art: dict[str, Any]) -> Result:
     """Integrity, load, measure, replay golden.npz: one result."""
+    if is_llm(manifest):
+        return run_llm_artifact(args, bundle, manifest, art)
     path = check_artifact(bundle, art)
     golden = load_golden(bundle, manifest)
     latency_stats([0.0])  # numpy imports its percentile code lazily (~2 MB): not the model's RSS
@@ -790,6 +800,452 @@ def reference_verdict(bundle: Path, manifest: dict[str, Any], art: dict[str, Any
                 host_kernels=dict(host_kernels, judged=False))
 
 
+# ----------------------------------------------------------------------------- LLM bundles
+# A bundle whose manifest says "kind": "llm" holds decoder LLM artifacts in the KV contract
+# edgekit-kv-1 (docs/llm-bundle.md). The runner owns the cache, generates greedily and judges
+# greedy continuations of golden_llm.npz. The build and `edgekit generate` import these (Decoder,
+# OrtDecoder, llm_spec, generate, generation_figures, token_match, golden_metrics,
+# perplexity_windows, perplexity, llm_broken_bounds, judge_llm), so device and host agree.
+KV_CONTRACT = "edgekit-kv-1"
+KV_INPUTS = ("input_ids", "position_ids", "attention_bias", "past_key", "past_value",
+             "logit_positions")
+KV_OUTPUTS = ("logits", "key", "value")
+MASKED = -1e9
+LLM_SIZES = ("layers", "kv_heads", "head_dim", "vocab", "context", "prefill_chunk")
+LLM_GOLDEN = ("prompt_ids", "prompt_lengths", "reference_tokens", "first_logits")
+BENCH_PROMPT_TOKENS, BENCH_NEW_TOKENS = 64, 128
+NO_TOKENIZERS = "needs the tokenizers package: pip install tokenizers"
+
+
+def is_llm(manifest: dict[str, Any]) -> bool:
+    return manifest.get("kind") == "llm"
+
+
+def llm_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's "llm" object, checked: the contract this runner speaks, positive sizes."""
+    spec = manifest.get("llm")
+    if not isinstance(spec, dict):
+        raise RunnerError(f"manifest.json: kind 'llm' but no 'llm' object: {FIX}", EXIT_USAGE)
+    if spec.get("contract") != KV_CONTRACT:
+        raise RunnerError(f"manifest.json: KV contract {spec.get('contract')!r} is not "
+                          f"{KV_CONTRACT}, the one this runner speaks: use the bundle's own "
+                          f"runner or rebuild", EXIT_USAGE)
+    for key in LLM_SIZES:
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RunnerError(f"manifest.json: llm.{key} is {value!r}, not a positive integer: "
+                              f"{FIX}", EXIT_USAGE)
+    eos = spec.get("eos_token_ids") or []
+    return dict(spec, eos_token_ids=[int(e) for e in (eos if isinstance(eos, list) else [eos])])
+
+
+def causal_bias(tokens: int, past_len: int) -> np.ndarray:
+    """attention_bias [T, P+T]: query row i sees cache rows 0 .. P+i, -1e9 on the rest."""
+    cols = np.arange(past_len + tokens)[None, :]
+    rows = past_len + np.arange(tokens)[:, None]
+    return np.where(cols <= rows, 0.0, MASKED).astype(np.float32)
+
+
+class Decoder:
+    """The caller-owned KV cache of edgekit-kv-1 and the one interface generation uses:
+
+    ``step(ids, past_len, logit_rows) -> logits [K, vocab]`` runs the T tokens ``ids`` at
+    positions past_len .. past_len+T-1 against cache rows [:past_len], writes their keys and
+    values to rows [past_len:past_len+T] and returns logits for the rows ``logit_rows`` of the T.
+    Callers keep T <= ``prefill_chunk``; a static-shape runtime (TFLite: fixed T, P = context)
+    pads and masks inside its own ``step`` and reuses these buffers as they are."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.context, self.vocab = spec["context"], spec["vocab"]
+        self.prefill_chunk = spec["prefill_chunk"]
+        shape = (self.context, spec["layers"], spec["kv_heads"], spec["head_dim"])
+        self.key = np.zeros(shape, np.float32)
+        self.value = np.zeros(shape, np.float32)
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return int(self.key.nbytes + self.value.nbytes)
+
+    def reset(self) -> None:
+        """Forget the sequence. Zeroed rather than left: a static graph reads every row and
+        masks the unused ones, and 0 * NaN from stale garbage would still be NaN."""
+        self.key.fill(0.0)
+        self.value.fill(0.0)
+
+    def check_span(self, tokens: int, past_len: int) -> None:
+        if tokens < 1 or past_len < 0 or past_len + tokens > self.context:
+            raise RunnerError(f"{tokens} tokens after {past_len} do not fit the context of "
+                              f"{self.context}", EXIT_USAGE)
+
+    def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OrtDecoder(Decoder):
+    """An ONNX Runtime artifact (.onnx or .ort; T, P and K dynamic). I/O binding on OrtValues
+    that share numpy's memory: buffer[:P] goes in as a view and the new keys and values are
+    written by the session straight into buffer[P:P+T], so the cache is never copied."""
+
+    def __init__(self, ort: Any, sess: Any, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        inputs = {i.name for i in sess.get_inputs()}
+        outputs = {o.name for o in sess.get_outputs()}
+        if inputs != set(KV_INPUTS) or outputs != set(KV_OUTPUTS):
+            raise RunnerError(f"the artifact's inputs {sorted(inputs)} and outputs "
+                              f"{sorted(outputs)} are not those of {KV_CONTRACT}: {FIX}",
+                              EXIT_USAGE)
+        self.ort, self.sess = ort, sess
+
+    @classmethod
+    def from_file(cls, path: Path, spec: dict[str, Any], threads: int = 1,
+                  provider: str = "CPUExecutionProvider") -> OrtDecoder:
+        """For callers without the runner's CLI (the build, `edgekit generate`)."""
+        ort, _, _ = import_ort()
+        return cls(ort, OrtBackend(ort, path, threads, provider).sess, spec)
+
+    def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
+        tokens = len(ids)
+        self.check_span(tokens, past_len)
+        end = past_len + tokens
+        feeds = {"input_ids": np.asarray(ids, np.int64).reshape(1, tokens),
+                 "position_ids": np.arange(past_len, end, dtype=np.int64)[None],
+                 "attention_bias": causal_bias(tokens, past_len),
+                 "past_key": self.key[:past_len], "past_value": self.value[:past_len],
+                 "logit_positions": np.asarray(logit_rows, np.int64).reshape(-1)}
+        logits = np.empty((len(feeds["logit_positions"]), self.vocab), np.float32)
+        outputs = {"logits": logits, "key": self.key[past_len:end],
+                   "value": self.value[past_len:end]}
+        wrap, binding = self.ort.OrtValue.ortvalue_from_numpy, self.sess.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, wrap(array))
+        for name, array in outputs.items():
+            binding.bind_ortvalue_output(name, wrap(array))
+        self.sess.run_with_iobinding(binding)
+        return logits
+
+
+def open_decoder(args: argparse.Namespace, manifest: dict[str, Any], art: dict[str, Any],
+                 path: Path, spec: dict[str, Any]) -> tuple[Decoder, dict[str, Any], float]:
+    """(decoder, runtime info, init ms), threads and provider chosen as for tensor artifacts.
+    A TFLite decoder (static prefill/decode signatures) plugs in here beside OrtDecoder."""
+    if art.get("format") == "tflite" or path.suffix == ".tflite":
+        raise RunnerError(f"{art.get('file')}: this runner has no TFLite LLM decoder yet: run "
+                          f"an .onnx or .ort artifact (--artifact)", EXIT_RUNTIME)
+    backend, info, init_ms = open_backend(args, manifest, art, path)
+    ort, _, _ = import_ort()
+    return OrtDecoder(ort, backend.sess, spec), info, init_ms
+
+
+def chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def prefill(decoder: Decoder, ids: list[int]) -> np.ndarray:
+    """The prompt in chunks of at most prefill_chunk tokens from an empty cache: the logits
+    [vocab] of its last row only (no LM-head rows are computed for the other chunks)."""
+    parts = chunks(ids, decoder.prefill_chunk)
+    for k, part in enumerate(parts):
+        last = k == len(parts) - 1
+        logits = decoder.step(part, k * decoder.prefill_chunk, [len(part) - 1] if last else [])
+    return logits[0]
+
+
+def room(context: int, prompt_len: int) -> int:
+    """New tokens a prompt leaves room for: the last one is never fed back, so it needs no row."""
+    return context - prompt_len + 1
+
+
+class Generation:
+    """One greedy generation: the new tokens, the logits that chose the first, and timings.
+    (A plain class: a dataclass needs its module in sys.modules, which a runner loaded from its
+    file by path, as the tests and tools do, is not.)"""
+
+    def __init__(self, tokens: list[int], first_logits: np.ndarray, prompt_tokens: int,
+                 ttft_ms: float, decode_ms: list[float]) -> None:
+        self.tokens, self.first_logits, self.prompt_tokens = tokens, first_logits, prompt_tokens
+        self.ttft_ms, self.decode_ms = ttft_ms, decode_ms
+
+
+def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int,
+             eos_ids: Any = ()) -> Generation:
+    """Greedy (argmax) continuation of ``prompt_ids``: up to ``max_new_tokens``, stopping after
+    an EOS id (kept). ttft_ms covers the prefill through the first token's argmax; decode_ms
+    has one entry per later token (one step of one token plus its argmax)."""
+    n = len(prompt_ids)
+    if n < 1 or max_new_tokens < 1 or max_new_tokens > room(decoder.context, n):
+        raise RunnerError(f"a prompt of {n} tokens and {max_new_tokens} new ones do not fit the "
+                          f"context of {decoder.context}", EXIT_USAGE)
+    clock, stop = time.perf_counter, {int(e) for e in eos_ids}
+    decoder.reset()
+    t0 = clock()
+    first = prefill(decoder, prompt_ids)
+    tokens = [int(np.argmax(first))]
+    ttft_ms = (clock() - t0) * 1e3
+    decode_ms: list[float] = []
+    while len(tokens) < max_new_tokens and tokens[-1] not in stop:
+        t0 = clock()
+        logits = decoder.step(tokens[-1:], n + len(tokens) - 1, [0])
+        tokens.append(int(np.argmax(logits[0])))
+        decode_ms.append((clock() - t0) * 1e3)
+    return Generation(tokens, first.copy(), n, ttft_ms, decode_ms)
+
+
+def generation_figures(gen: Generation, decoder: Decoder, peak_mb: float | None,
+                       text: str | None) -> dict[str, Any]:
+    """The report's ``generation`` object (docs/llm-bundle.md, "Runner report")."""
+    p50 = p90 = None
+    if gen.decode_ms:  # a single new token (or an EOS first) has no decode step
+        p50, p90 = (round(float(v), 4) for v in np.percentile(gen.decode_ms, [50, 90]))
+    prefill_s = gen.ttft_ms / 1e3
+    return {"ttft_ms": round(gen.ttft_ms, 3),
+            "prefill_tok_s": round(gen.prompt_tokens / prefill_s, 2) if prefill_s else None,
+            "decode_tok_s": round(1e3 / p50, 2) if p50 else None,
+            "decode_ms_p50": p50, "decode_ms_p90": p90,
+            "peak_rss_mb": None if peak_mb is None else round(peak_mb, 2),
+            "kv_cache_bytes": decoder.kv_cache_bytes, "tokens": list(gen.tokens), "text": text}
+
+
+def token_match(generated: Any, reference: Any) -> float:
+    """Over prompts, the fraction of the reference's tokens matched, each prompt counted up to
+    its first difference: after it the two continuations condition on different text."""
+    matched = total = 0
+    for got, ref in zip(generated, reference):
+        ref = [int(t) for t in ref]
+        total += len(ref)
+        for a, b in zip(got, ref):
+            if int(a) != b:
+                break
+            matched += 1
+    return matched / total if total else 1.0
+
+
+def llm_broken_bounds(metrics: dict[str, Any], tol: dict[str, Any]) -> list[str]:
+    """The LLM tolerance rule, in one place (the build imports it): every bound that is set
+    must hold (min_token_match, min_logits_cosine), and NaN/Inf logits never pass."""
+    match, cos = metrics["token_match"], metrics["logits_cosine"]
+    if not all(np.isfinite(v) for v in (match, cos)):
+        return ["logits contain NaN or Inf"]
+    broken = []
+    if tol.get("min_token_match") is not None and match < tol["min_token_match"]:
+        broken.append(f"token match {match:.4f} < {tol['min_token_match']}")
+    if tol.get("min_logits_cosine") is not None and cos < tol["min_logits_cosine"]:
+        broken.append(f"logits cosine {cos:.6f} < {tol['min_logits_cosine']}")
+    return broken
+
+
+def judge_llm(metrics: dict[str, Any], tol: dict[str, Any]) -> bool:
+    return not llm_broken_bounds(metrics, tol)
+
+
+def golden_metrics(decoder: Decoder, golden: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Greedy continuation of every golden prompt (no EOS stop, as the reference was made):
+    token_match against reference_tokens, and the worst first-step logits cosine."""
+    reference = golden["reference_tokens"]
+    generated, cosines = [], []
+    for row, length in enumerate(golden["prompt_lengths"]):
+        gen = generate(decoder, golden["prompt_ids"][row, :int(length)].tolist(), reference.shape[1])
+        generated.append(gen.tokens)
+        cosines.append(cosine(gen.first_logits.astype(np.float64),
+                              golden["first_logits"][row].astype(np.float64)))
+    return {"token_match": token_match(generated, reference), "logits_cosine": min(cosines),
+            "prompts": len(generated), "new_tokens": int(reference.shape[1])}
+
+
+def perplexity_windows(tokens: list[int], context: int) -> list[list[int]]:
+    """Consecutive windows of ``context`` tokens (the last may be shorter); each is scored from
+    an empty cache, so a window's first token is only context, never scored."""
+    return chunks(tokens, context)
+
+
+def window_nll(decoder: Decoder, window: list[int]) -> float:
+    """Teacher-forced negative log-likelihood (nats) of window[1:], in prefill chunks with logits
+    for every row; log-softmax per chunk in float64 (a whole window's would be context x vocab)."""
+    decoder.reset()
+    nll, size = 0.0, decoder.prefill_chunk
+    for k, part in enumerate(chunks(window, size)):
+        logits = decoder.step(part, k * size, list(range(len(part)))).astype(np.float64)
+        targets = window[k * size + 1:k * size + 1 + len(part)]  # the next token of each row
+        logits = logits[:len(targets)]
+        top = logits.max(axis=1, keepdims=True)
+        logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        nll += float(np.sum(logz - logits[np.arange(len(targets)), targets]))
+    return nll
+
+
+def perplexity(decoder: Decoder, tokens: list[int]) -> dict[str, Any]:
+    """exp(mean NLL) over every scored token of the windows: {value, tokens} (tokens scored)."""
+    nll, scored = 0.0, 0
+    for window in perplexity_windows(tokens, decoder.context):
+        if len(window) > 1:
+            nll += window_nll(decoder, window)
+            scored += len(window) - 1
+    if not scored:
+        raise RunnerError("--perplexity: the text has fewer than 2 tokens", EXIT_USAGE)
+    return {"value": float(np.exp(nll / scored)), "tokens": scored}
+
+
+# ----------------------------------------------------------------------------- LLM: one artifact
+def load_tokenizer(bundle: Path, spec: dict[str, Any], needed_by: str | None) -> Any:
+    """The bundle's tokenizer through the optional `tokenizers` package, or None when it or the
+    file is absent; a one-line error instead when ``needed_by`` (a flag) cannot do without it."""
+    name = spec.get("tokenizer") or "tokenizer.json"
+    path = bundle_member(bundle, name)
+    try:
+        from tokenizers import Tokenizer
+    except Exception:  # ImportError, or a broken wheel
+        if needed_by is None:
+            return None
+        hint = " (or pass token ids: --prompt-ids 1,2,3)" if needed_by == "--prompt" else ""
+        raise RunnerError(f"{needed_by} {NO_TOKENIZERS}{hint}", EXIT_RUNTIME) from None
+    if not path.is_file():
+        if needed_by is None:
+            return None
+        raise RunnerError(f"{name}: missing from the bundle: {FIX}", EXIT_INTEGRITY)
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise RunnerError(f"{name}: cannot read the tokenizer "
+                          f"({(str(exc).splitlines() or [''])[0]}): {FIX}", EXIT_INTEGRITY) from None
+
+
+def tokenizer_need(args: argparse.Namespace) -> str | None:
+    return "--prompt" if args.prompt is not None else "--perplexity" if args.perplexity else None
+
+
+def check_prompt(ids: list[int], spec: dict[str, Any]) -> list[int]:
+    if not ids:
+        raise RunnerError("the prompt is empty (no tokens)", EXIT_USAGE)
+    bad = [i for i in ids if not 0 <= i < spec["vocab"]]
+    if bad:
+        raise RunnerError(f"token id {bad[0]} is outside the vocabulary (0 .. {spec['vocab'] - 1})",
+                          EXIT_USAGE)
+    if len(ids) > spec["context"]:
+        raise RunnerError(f"the prompt has {len(ids)} tokens but the context holds "
+                          f"{spec['context']}: shorten it", EXIT_USAGE)
+    return ids
+
+
+def prompt_tokens(args: argparse.Namespace, spec: dict[str, Any], tokenizer: Any) -> list[int] | None:
+    """The user's prompt as checked token ids (--prompt-ids, or --prompt through the
+    tokenizer, special tokens such as BOS added as the tokenizer defines); None without one."""
+    if args.prompt_ids is not None:
+        return check_prompt(list(args.prompt_ids), spec)
+    if args.prompt is None:
+        return None
+    return check_prompt(list(tokenizer.encode(args.prompt).ids), spec)
+
+
+def text_tokens(path: str, tokenizer: Any) -> list[int]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"--perplexity: cannot read {path}: {exc}", EXIT_USAGE) from None
+    return list(tokenizer.encode(text).ids)
+
+
+def load_llm_golden(bundle: Path, manifest: dict[str, Any], spec: dict[str, Any]) -> dict[str, np.ndarray]:
+    """golden_llm.npz, checked against the manifest's sizes before any generation."""
+    golden = load_golden(bundle, manifest)
+    missing = [k for k in LLM_GOLDEN if k not in golden]
+    if missing:
+        raise RunnerError(f"golden data has no {missing}: {FIX}", EXIT_USAGE)
+    ids, lengths, ref = golden["prompt_ids"], golden["prompt_lengths"], golden["reference_tokens"]
+    n = len(lengths)
+    fits = (n >= 1 and ids.ndim == 2 and ref.ndim == 2 and len(ids) == len(ref) == n
+            and golden["first_logits"].shape == (n, spec["vocab"]) and ref.shape[1] >= 1
+            and int(lengths.min()) >= 1 and int(lengths.max()) <= ids.shape[1]
+            and ref.shape[1] <= room(spec["context"], int(lengths.max())))
+    if not fits or int(ids.min()) < 0 or int(ids.max()) >= spec["vocab"]:
+        raise RunnerError(f"golden data does not fit the manifest's llm sizes: {FIX}", EXIT_USAGE)
+    return golden
+
+
+def bench_prompt(golden: dict[str, np.ndarray], spec: dict[str, Any],
+                 requested: int | None) -> tuple[list[int], int]:
+    """The fixed benchmark workload: the first golden prompt repeated or cut to 64 tokens (half
+    the context when that is smaller), then up to 128 (or --max-new-tokens) new tokens."""
+    first = golden["prompt_ids"][0, :int(golden["prompt_lengths"][0])].tolist()
+    n = min(BENCH_PROMPT_TOKENS, max(1, spec["context"] // 2))
+    ids = (first * (n // len(first) + 1))[:n]
+    return ids, min(requested or BENCH_NEW_TOKENS, room(spec["context"], n))
+
+
+def measured_generation(decoder: Decoder, ids: list[int], max_new: int,
+                        eos: Any) -> tuple[Generation, float | None]:
+    """generate() with the runner's peak-RSS probes around it: (generation, peak MB)."""
+    sampler = PeakSampler().start()
+    gen = generate(decoder, ids, max_new, eos)
+    sampled = sampler.stop()
+    peaks = [p for p in (sampled, maxrss_mb()) if p is not None]
+    return gen, max(peaks) if peaks else None
+
+
+def llm_correctness(decoder: Decoder, golden: dict[str, np.ndarray],
+                    tol: dict[str, Any]) -> dict[str, Any]:
+    metrics = golden_metrics(decoder, golden)
+    broken = llm_broken_bounds(metrics, tol)
+    return dict(metrics, passed=not broken, broken=broken, tolerance=tol, semantics="kernels")
+
+
+def llm_workload(args: argparse.Namespace, decoder: Decoder, spec: dict[str, Any],
+                 prompt: list[int]) -> tuple[int, list[int]]:
+    """The user's prompt: (new tokens, EOS ids), capped by the context; one short warm-up
+    generation first (unless --warmup 0), so the first call's allocations are not in ttft."""
+    max_new = min(args.max_new_tokens or BENCH_NEW_TOKENS, room(spec["context"], len(prompt)))
+    if args.warmup:
+        warm = prompt[:decoder.prefill_chunk]
+        generate(decoder, warm, min(2, room(decoder.context, len(warm))))
+    return max_new, spec["eos_token_ids"]
+
+
+def run_llm_artifact(args: argparse.Namespace, bundle: Path, manifest: dict[str, Any],
+                     art: dict[str, Any]) -> Result:
+    """Integrity, load; then the golden verdict and the benchmark generation (EOS ignored: a
+    fixed workload), or the user's prompt; then --perplexity. One result with `generation`."""
+    path = check_artifact(bundle, art)
+    spec = llm_spec(manifest)
+    tokenizer = load_tokenizer(bundle, spec, tokenizer_need(args))
+    prompt = prompt_tokens(args, spec, tokenizer)
+    golden = load_llm_golden(bundle, manifest, spec) if prompt is None else None
+    latency_stats([0.0])  # numpy's lazy percentile import: not the model's RSS
+    rss_before = rss_mb()
+    decoder, runtime, init_ms = open_decoder(args, manifest, art, path, spec)
+    rss_loaded = rss_mb()
+    correctness = None
+    if golden is not None:
+        correctness = llm_correctness(decoder, golden, art.get("tolerance") or {})
+        prompt, max_new = bench_prompt(golden, spec, args.max_new_tokens)
+        eos: list[int] = []
+    else:
+        max_new, eos = llm_workload(args, decoder, spec, prompt)
+    gen, peak = measured_generation(decoder, prompt, max_new, eos)
+    text = None if tokenizer is None else tokenizer.decode(gen.tokens)
+    result = empty_result(art)
+    result.update(bytes=path.stat().st_size, runtime=runtime, init_ms=round(init_ms, 3),
+                  memory_mb=memory_figures(rss_before, rss_loaded, None, peak, None, 0),
+                  generation=generation_figures(gen, decoder, peak, text), correctness=correctness)
+    if args.perplexity:
+        result["perplexity"] = perplexity(decoder, text_tokens(args.perplexity, tokenizer))
+    return result
+
+
+def check_llm_args(args: argparse.Namespace, bundle: Path, manifest: dict[str, Any]) -> None:
+    """Before any artifact runs: LLM flags only on an LLM bundle, and the prompt, tokenizer and
+    text checked once here rather than once per artifact subprocess."""
+    flags = [f for f, v in (("--prompt", args.prompt), ("--prompt-ids", args.prompt_ids),
+                            ("--max-new-tokens", args.max_new_tokens),
+                            ("--perplexity", args.perplexity)) if v is not None]
+    if not is_llm(manifest):
+        if flags:
+            raise RunnerError(f"{flags[0]} applies to LLM bundles (manifest \"kind\": \"llm\") "
+                              f"only", EXIT_USAGE)
+        return
+    spec = llm_spec(manifest)
+    tokenizer = load_tokenizer(bundle, spec, tokenizer_need(args))
+    prompt_tokens(args, spec, tokenizer)
+    if args.perplexity:
+        text_tokens(args.perplexity, tokenizer)
+
 # ----------------------------------------------------------------------------- orchestration
 def find_artifact(manifest: dict[str, Any], name: str) -> dict[str, Any]:
     for art in manifest["artifacts"]:
@@ -811,7 +1267,8 @@ def run_one(args: argparse.Namespace, bundle: Path, manifest: dict[str, Any],
         message = f"{art.get('file')}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         eprint(message)
         return empty_result(art, message), EXIT_FAILED
-    return result, EXIT_OK if result["correctness"]["passed"] else EXIT_FAILED
+    passed = result["correctness"] is None or result["correctness"]["passed"]  # None: --prompt
+    return result, EXIT_OK if passed else EXIT_FAILED
 
 
 def child_command(args: argparse.Namespace, bundle: Path, file: str, out: Path) -> list[str]:
@@ -822,6 +1279,13 @@ def child_command(args: argparse.Namespace, bundle: Path, file: str, out: Path) 
                         ("--provider", args.provider)):
         if value is not None:
             cmd += [flag, str(value)]
+    # "--flag=value": a prompt may start with "-"
+    for flag, value in (("--prompt", args.prompt), ("--max-new-tokens", args.max_new_tokens),
+                        ("--perplexity", args.perplexity and os.path.abspath(args.perplexity))):
+        if value is not None:
+            cmd.append(f"{flag}={value}")
+    if args.prompt_ids is not None:
+        cmd.append("--prompt-ids=" + ",".join(map(str, args.prompt_ids)))
     return cmd
 
 
@@ -873,12 +1337,16 @@ def fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_table(report: dict[str, Any]) -> str:
+def report_header(report: dict[str, Any]) -> list[str]:
     d = report["device"]
-    lines = [f"{PROG} {RUNNER_VERSION}  bundle {report['bundle']}  target {report['target']}",
-             f"device: {d['machine']}, {d['cpu_model']}, {d['cores']} cores, governor "
-             f"{d['cpufreq_governor'] or '-'}, SoC {fmt(d['soc_temp_c_before'], '.1f')} -> "
-             f"{fmt(d['soc_temp_c_after'], '.1f')} C, Python {d['python']}", ""]
+    return [f"{PROG} {RUNNER_VERSION}  bundle {report['bundle']}  target {report['target']}",
+            f"device: {d['machine']}, {d['cpu_model']}, {d['cores']} cores, governor "
+            f"{d['cpufreq_governor'] or '-'}, SoC {fmt(d['soc_temp_c_before'], '.1f')} -> "
+            f"{fmt(d['soc_temp_c_after'], '.1f')} C, Python {d['python']}", ""]
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = report_header(report)
     head = (f"{'artifact':<28} {'runtime':<22} {'thr':>3} {'init ms':>8} {'p50 ms':>8} "
             f"{'p99 ms':>8} {'peak MB':>8} {'max err':>9} {'cosine':>7} {'top1':>5}  result")
     lines += [head, "-" * len(head)]
@@ -905,11 +1373,93 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines + notes)
 
 
+def format_llm_table(report: dict[str, Any]) -> str:
+    """The LLM bundle's table: load, generation speed, memory and the golden verdict."""
+    head = (f"{'artifact':<24} {'runtime':<20} {'thr':>3} {'init ms':>8} {'ttft ms':>8} "
+            f"{'pre t/s':>8} {'dec t/s':>8} {'p90 ms':>7} {'peak MB':>8} {'match':>6} "
+            f"{'cosine':>8}  result")
+    lines = report_header(report) + [head, "-" * len(head)]
+    notes = []
+    for r in report["results"]:
+        rt, gen, cor = r["runtime"] or {}, r.get("generation") or {}, r["correctness"] or {}
+        runtime = f"{rt.get('name', '-')} {rt.get('version') or ''}".strip()
+        verdict = "ERROR" if r["error"] else ("PASS" if cor.get("passed") else "FAIL")
+        lines.append(
+            f"{r['file']:<24} {runtime:<20} {fmt(rt.get('threads'), 'd'):>3} "
+            f"{fmt(r['init_ms'], '.1f'):>8} {fmt(gen.get('ttft_ms'), '.1f'):>8} "
+            f"{fmt(gen.get('prefill_tok_s'), '.1f'):>8} {fmt(gen.get('decode_tok_s'), '.1f'):>8} "
+            f"{fmt(gen.get('decode_ms_p90'), '.2f'):>7} {fmt(gen.get('peak_rss_mb'), '.1f'):>8} "
+            f"{fmt(cor.get('token_match'), '.3f'):>6} {fmt(cor.get('logits_cosine'), '.5f'):>8}  "
+            f"{verdict}")
+        notes += [f"  {r['file']}: {r['error']}"] if r["error"] else []
+        notes += [f"  {r['file']}: {b}" for b in cor.get("broken") or []]
+        if r.get("perplexity"):
+            notes.append(f"  {r['file']}: perplexity {r['perplexity']['value']:.4f} over "
+                         f"{r['perplexity']['tokens']} tokens")
+    return "\n".join(lines + notes)
+
+
+def format_generations(report: dict[str, Any]) -> str:
+    """--prompt / --prompt-ids: the generated text (token ids without a tokenizer) per artifact,
+    each under a `== file` line when there are several."""
+    out, results = [], report["results"]
+    for r in results:
+        gen = r.get("generation")
+        if len(results) > 1:
+            out.append(f"== {r['file']}")
+        if gen:
+            out.append(gen["text"] if gen["text"] is not None else ",".join(map(str, gen["tokens"])))
+    return "\n".join(out)
+
+
+def generation_summary(report: dict[str, Any]) -> list[str]:
+    """One stderr line per artifact, so stdout stays only the text."""
+    lines = []
+    for r in report["results"]:
+        gen = r.get("generation") or {}
+        if gen:
+            lines.append(f"{r['file']}: {len(gen['tokens'])} tokens, ttft {fmt(gen['ttft_ms'], '.1f')} "
+                         f"ms, prefill {fmt(gen['prefill_tok_s'], '.1f')} tok/s, decode "
+                         f"{fmt(gen['decode_tok_s'], '.1f')} tok/s, peak {fmt(gen['peak_rss_mb'], '.1f')} MB")
+    return lines
+
+
+def show_report(report: dict[str, Any], args: argparse.Namespace, manifest: dict[str, Any]) -> None:
+    if not is_llm(manifest):
+        print(format_table(report), flush=True)
+    elif args.prompt is None and args.prompt_ids is None:
+        print(format_llm_table(report), flush=True)
+    else:
+        print(format_generations(report), flush=True)
+        for line in generation_summary(report):
+            eprint(line)
+
+
 def to_json(report: dict[str, Any]) -> str:
     """Indented JSON, but number lists (samples_ms: thousands) kept on one line each."""
     text = json.dumps(report, indent=2)
     return re.sub(r"\[\s+([-+0-9.eE,\s]+?)\s+\]",
                   lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
+
+
+def token_ids(text: str) -> list[int]:
+    """--prompt-ids: comma-separated non-negative integers (the vocabulary is checked later)."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]+", t) for t in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated token ids like 1,2,3")
+    return [int(t) for t in parts]
+
+
+def add_llm_arguments(p: argparse.ArgumentParser) -> None:
+    llm = p.add_argument_group("LLM bundles")
+    prompt = llm.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="generate from this text and print it (needs tokenizers)")
+    prompt.add_argument("--prompt-ids", type=token_ids, metavar="1,2,3",
+                        help="generate from these token ids (no tokenizer needed)")
+    llm.add_argument("--max-new-tokens", type=int, help=f"new tokens (default {BENCH_NEW_TOKENS}, "
+                     "capped by the context)")
+    llm.add_argument("--perplexity", metavar="FILE", help="also score this text (teacher-forced, "
+                     "windows of the context; needs tokenizers)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -926,6 +1476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="TFLite delegate (default: manifest, else xnnpack)")
     p.add_argument("--provider", help="onnxruntime execution provider (default: manifest, "
                    "else CPUExecutionProvider)")
+    add_llm_arguments(p)
     p.add_argument("--json", dest="json_out", help="also write the full report as JSON here")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # used by children
 
@@ -936,7 +1487,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.error = one_line  # type: ignore[method-assign]
     args = p.parse_args(argv)
     bounds = (("--runs", args.runs, 1), ("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
-              ("--min-seconds", args.min_seconds, 0), ("--max-seconds", args.max_seconds, None))
+              ("--min-seconds", args.min_seconds, 0), ("--max-seconds", args.max_seconds, None),
+              ("--max-new-tokens", args.max_new_tokens, 1))
     for flag, value, least in bounds:
         if value is None:
             continue
@@ -953,6 +1505,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = Path(args.bundle).resolve()
     try:
         manifest = load_manifest(bundle)
+        check_llm_args(args, bundle, manifest)
         device = device_info()
         if args.artifact:
             result, code = run_one(args, bundle, manifest, find_artifact(manifest, args.artifact))
@@ -968,7 +1521,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"runner_version": RUNNER_VERSION, "bundle": str(bundle),
               "target": manifest.get("target"), "device": device, "results": results}
     if not args.quiet:
-        print(format_table(report), flush=True)
+        show_report(report, args, manifest)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(to_json(report), encoding="utf-8")
