@@ -231,6 +231,28 @@ def compare_cmd(reports, per_artifact, plot_png, as_json, debug) -> None:
 
 
 @main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("prompt")
+@click.option("--artifact", help="Artifact file name [default: the smallest ONNX Runtime artifact that passed verification].")
+@click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1), help="Tokens to generate at most.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="Intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the generation figures as JSON after the text.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def generate(bundle, prompt, artifact, max_new_tokens, threads, as_json, debug) -> None:
+    """Generate text from an LLM bundle on this host, streaming it as it comes (greedy)."""
+    from edgekit.llm.generate import GenerateSettings, generate_text
+
+    settings = GenerateSettings(artifact=artifact, max_new_tokens=max_new_tokens, threads=threads)
+    figures = _run(debug, generate_text, bundle, prompt, settings, lambda text: click.echo(text, nl=False))
+    click.echo()
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        click.echo(f"[{figures['artifact']}: {len(figures['tokens'])} tokens, TTFT {figures['ttft_ms']:.0f} ms, "
+                   f"decode {figures['decode_tok_s'] or 0:.1f} tok/s]", err=True)
+
+
+@main.command()
 @click.option("--lock", type=click.Path(path_type=Path), help="Lock to compare with [default: constraints.txt of the checkout or install].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")

@@ -20,6 +20,10 @@ def table(rows: list[list[str]]) -> str:
 
 def build_summary(manifest: dict) -> str:
     """One row per artifact: size, ratio to the fp32 artifact, verification, accuracy, latency."""
+    if manifest.get("kind") == "llm":
+        from edgekit.llm.report import llm_summary
+
+        return llm_summary(manifest)
     artifacts = manifest["artifacts"]
     fp32 = {a["format"]: a["bytes"] for a in artifacts if a["precision"] == "fp32"}
     base = fp32.get("tflite") or fp32.get("onnx") or max((a["bytes"] for a in artifacts), default=1)

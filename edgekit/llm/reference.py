@@ -15,13 +15,14 @@ from edgekit.llm.model import MASKED
 class TorchDecoder:
     """``step(ids, past_len, logit_rows) -> logits [K, vocab]`` over an owned KV buffer."""
 
-    def __init__(self, decoder: Any, context: int) -> None:
+    def __init__(self, decoder: Any, context: int, prefill_chunk: int) -> None:
         import torch
 
         c = decoder.config
-        self.decoder, self.context, self.torch = decoder, context, torch
+        self.decoder, self.context, self.prefill_chunk, self.vocab, self.torch = decoder, context, prefill_chunk, c.vocab, torch
         self.keys = torch.zeros(context, c.layers, c.kv_heads, c.head_dim)
         self.values = torch.zeros_like(self.keys)
+        self.kv_cache_bytes = 2 * self.keys.numel() * 4
 
     def reset(self) -> None:
         self.keys.zero_()
@@ -37,19 +38,3 @@ class TorchDecoder:
         self.keys[past_len:past_len + t] = k
         self.values[past_len:past_len + t] = v
         return logits.numpy()
-
-
-def greedy(decoder: Any, prompt: list[int], new_tokens: int, chunk: int) -> tuple[list[int], np.ndarray]:
-    """Greedy continuation (no stop at EOS) and the logits after the prompt."""
-    decoder.reset()
-    past = 0
-    for start in range(0, len(prompt), chunk):
-        piece = prompt[start:start + chunk]
-        logits = decoder.step(piece, past, [len(piece) - 1])
-        past += len(piece)
-    first = logits[-1]
-    tokens = [int(first.argmax())]
-    while len(tokens) < new_tokens:
-        tokens.append(int(decoder.step([tokens[-1]], past, [0])[-1].argmax()))
-        past += 1
-    return tokens, first

@@ -2,15 +2,18 @@
 
 Prompts are the first words of sentences of the bundled text set: the ``verification`` split
 for the golden prompts shipped to the device, the ``heldout`` split for the quality figures (and
-its full text for perplexity). Calibration never sees either.
+its full text for perplexity). Calibration never sees either. The continuations come from the
+device runner's own ``generate`` driving the torch original, so reference and artifacts are
+produced by one loop.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edgekit.context import BuildContext
-from edgekit.llm.reference import TorchDecoder, greedy
+from edgekit.llm.reference import TorchDecoder
 from edgekit.llm.state import Prompts
+from edgekit.runner.edgekit_runner import generate
 from edgekit.stages.base import Stage
 from edgekit.text import load_sentences
 
@@ -23,11 +26,14 @@ def prompt_ids(tokenizer, sentences: list[str], count: int, bos: int | None) -> 
             for s in sentences[:count]]
 
 
+def original(ctx: BuildContext) -> TorchDecoder:
+    return TorchDecoder(ctx.llm.decoder, ctx.profile.llm.context, ctx.profile.llm.prefill_chunk)
+
+
 def reference_prompts(ctx: BuildContext, ids: list[list[int]]) -> Prompts:
-    cfg = ctx.profile.llm
-    decoder = TorchDecoder(ctx.llm.decoder, cfg.context)
-    runs = [greedy(decoder, p, cfg.golden_new_tokens, cfg.prefill_chunk) for p in ids]
-    return Prompts(ids, np.array([t for t, _ in runs], np.int64), np.stack([f for _, f in runs]).astype(np.float32))
+    decoder, new = original(ctx), ctx.profile.llm.golden_new_tokens
+    runs = [generate(decoder, p, new) for p in ids]  # no EOS stop: every prompt gets `new` tokens
+    return Prompts(ids, np.array([r.tokens for r in runs], np.int64), np.stack([r.first_logits for r in runs]).astype(np.float32))
 
 
 class GoldenPrompts(Stage):

@@ -967,7 +967,7 @@ class Generation:
 
 
 def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int,
-             eos_ids: Any = ()) -> Generation:
+             eos_ids: Any = (), on_token: Callable[[int], None] | None = None) -> Generation:
     """Greedy (argmax) continuation of ``prompt_ids``: up to ``max_new_tokens``, stopping after
     an EOS id (kept). ttft_ms covers the prefill through the first token's argmax; decode_ms
     has one entry per later token (one step of one token plus its argmax)."""
@@ -981,12 +981,15 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int,
     first = prefill(decoder, prompt_ids)
     tokens = [int(np.argmax(first))]
     ttft_ms = (clock() - t0) * 1e3
+    emit = on_token or (lambda _token: None)  # streaming (edgekit generate); outside the timings
+    emit(tokens[-1])
     decode_ms: list[float] = []
     while len(tokens) < max_new_tokens and tokens[-1] not in stop:
         t0 = clock()
         logits = decoder.step(tokens[-1:], n + len(tokens) - 1, [0])
         tokens.append(int(np.argmax(logits[0])))
         decode_ms.append((clock() - t0) * 1e3)
+        emit(tokens[-1])
     return Generation(tokens, first.copy(), n, ttft_ms, decode_ms)
 
 
@@ -1057,11 +1060,12 @@ def perplexity_windows(tokens: list[int], context: int) -> list[list[int]]:
     return chunks(tokens, context)
 
 
-def window_nll(decoder: Decoder, window: list[int]) -> float:
-    """Teacher-forced negative log-likelihood (nats) of window[1:], in prefill chunks with logits
-    for every row; log-softmax per chunk in float64 (a whole window's would be context x vocab)."""
+def window_scores(decoder: Decoder, window: list[int]) -> tuple[float, list[int]]:
+    """Teacher-forced negative log-likelihood (nats) of window[1:] and the argmax prediction of
+    each scored row, in prefill chunks with logits for every row; log-softmax per chunk in
+    float64 (a whole window's would be context x vocab)."""
     decoder.reset()
-    nll, size = 0.0, decoder.prefill_chunk
+    nll, size, predictions = 0.0, decoder.prefill_chunk, []
     for k, part in enumerate(chunks(window, size)):
         logits = decoder.step(part, k * size, list(range(len(part)))).astype(np.float64)
         targets = window[k * size + 1:k * size + 1 + len(part)]  # the next token of each row
@@ -1069,19 +1073,29 @@ def window_nll(decoder: Decoder, window: list[int]) -> float:
         top = logits.max(axis=1, keepdims=True)
         logz = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
         nll += float(np.sum(logz - logits[np.arange(len(targets)), targets]))
-    return nll
+        predictions += [int(t) for t in logits.argmax(axis=1)]
+    return nll, predictions
 
 
-def perplexity(decoder: Decoder, tokens: list[int]) -> dict[str, Any]:
-    """exp(mean NLL) over every scored token of the windows: {value, tokens} (tokens scored)."""
-    nll, scored = 0.0, 0
+def teacher_forced(decoder: Decoder, tokens: list[int]) -> dict[str, Any]:
+    """Perplexity exp(mean NLL) over every scored token of the windows, the number scored, and
+    each scored row's argmax (next-token agreement between artifacts is computed from these)."""
+    nll, scored, predictions = 0.0, 0, []
     for window in perplexity_windows(tokens, decoder.context):
         if len(window) > 1:
-            nll += window_nll(decoder, window)
+            window_nll, window_predictions = window_scores(decoder, window)
+            nll += window_nll
+            predictions += window_predictions
             scored += len(window) - 1
     if not scored:
         raise RunnerError("--perplexity: the text has fewer than 2 tokens", EXIT_USAGE)
-    return {"value": float(np.exp(nll / scored)), "tokens": scored}
+    return {"value": float(np.exp(nll / scored)), "tokens": scored, "predictions": predictions}
+
+
+def perplexity(decoder: Decoder, tokens: list[int]) -> dict[str, Any]:
+    """The report's ``perplexity``: {value, tokens} (tokens scored)."""
+    scored = teacher_forced(decoder, tokens)
+    return {"value": scored["value"], "tokens": scored["tokens"]}
 
 
 # ----------------------------------------------------------------------------- LLM: one artifact

@@ -1,0 +1,75 @@
+"""Verify every decoder artifact on the golden prompts, by the target's arithmetic.
+
+The verdict rule (greedy tokens matching the original's up to the first difference, first-step
+logits cosine, NaN never passes) is the device runner's ``llm_broken_bounds``; the arithmetic is
+chosen by the runner's ``semantics``, as for tensor bundles: off-target, ONNX Runtime artifacts
+are judged by reference semantics (MatMulNBits at float compute, ``reference_model``) and this
+host's kernel figures are reported beside, labelled with its int8 ISA, not judged.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from edgekit.context import Artifact, BuildContext
+from edgekit.errors import ConversionError, VerificationError
+from edgekit.llm.stages.bundle import llm_facts
+from edgekit.runner.edgekit_runner import OrtDecoder, golden_metrics, llm_broken_bounds, reference_model, semantics
+from edgekit.stages.base import Stage
+from edgekit.stages.verify import device_facts, reference_source
+from edgekit.verify.rule import int8_isa
+
+
+def host_threads(ctx: BuildContext) -> int:
+    return max(1, min(ctx.profile.ort.threads, os.cpu_count() or 1))
+
+
+def open_decoder(ctx: BuildContext, artifact: Artifact, reference: bool) -> Any:
+    """The artifact as a runner decoder: its own file on this CPU's kernels, or (``reference``)
+    the file that judges it off-target, at reference semantics."""
+    file = reference_source(artifact)[0] if reference else artifact.file
+    path = ctx.bundle_dir / file
+    try:
+        return OrtDecoder.from_file(reference_model(path) if reference else path, llm_facts(ctx), threads=host_threads(ctx))
+    except Exception as exc:  # onnxruntime raises Fail, InvalidGraph, RuntimeError ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConversionError(f"{file} does not run in onnxruntime: {first}",
+                              "disable that precision in the profile's [llm] table") from None
+
+
+def judging_decoder(ctx: BuildContext, artifact: Artifact) -> Any:
+    """The decoder whose figures judge ``artifact`` (also used for its quality figures)."""
+    return open_decoder(ctx, artifact, semantics(device_facts(ctx), asdict(artifact)) == "reference")
+
+
+class VerifyDecoder(Stage):
+    name = "verify"
+    description = "verifying every artifact's greedy continuations against the original"
+
+    def run(self, ctx: BuildContext) -> None:
+        golden = ctx.llm.golden.to_npz()
+        problems = []
+        for artifact in ctx.artifacts:
+            broken = self._verify(ctx, artifact, golden)
+            if broken:
+                problems.append(f"{artifact.file}: {'; '.join(broken)}")
+        if problems and not ctx.options.allow_drift:
+            raise VerificationError("verification failed: " + " | ".join(problems),
+                                    "loosen the profile's [llm.tolerance] or pass --allow-drift to keep the artifacts")
+        for problem in problems:
+            ctx.reporter.info(f"drift allowed: {problem}")
+
+    @staticmethod
+    def _verify(ctx: BuildContext, artifact: Artifact, golden: dict) -> list[str]:
+        how = semantics(device_facts(ctx), asdict(artifact))
+        host = golden_metrics(open_decoder(ctx, artifact, reference=False), golden)
+        result = host
+        if how == "reference":
+            result = golden_metrics(open_decoder(ctx, artifact, reference=True), golden)
+            artifact.host_kernels = {**host, "isa": int8_isa(), "passed": not llm_broken_bounds(host, artifact.tolerance),
+                                     "judged": False}
+        broken = llm_broken_bounds(result, artifact.tolerance)
+        artifact.verification = {**result, "passed": not broken, "semantics": how,
+                                 **({"isa": int8_isa()} if how == "kernels" else {})}
+        return broken
