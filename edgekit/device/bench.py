@@ -76,13 +76,14 @@ def _run_hosts(bundle: Path, settings: RunnerSettings, hosts: Sequence[str], opt
 
 def render_bench(results: Sequence[dict]) -> str:
     """One table across hosts: a row per (host, artifact), then any errors, one line each."""
-    rows = [["host", "artifact", "runtime", "threads", "p50 ms", "p99 ms", "peak RSS MB", "max abs err", "cosine", "top1",
-             "result"]]
+    llm = any(r.get("generation") for report in results for r in report.get("results") or [])
+    rows = [LLM_HEADER if llm else ["host", "artifact", "runtime", "threads", "p50 ms", "p99 ms", "peak RSS MB", "max abs err",
+                                    "cosine", "top1", "result"]]
     notes: list[str] = []
     emulated = False
     for report in results:
         for r in report.get("results") or []:
-            rows.append(_bench_row(report.get("host", LOCAL), r))
+            rows.append((_llm_row if llm else _bench_row)(report.get("host", LOCAL), r))
             emulated |= bool(r.get("emulated"))
             if r.get("error"):
                 notes.append(f"{report.get('host', LOCAL)} {r.get('file')}: {r['error']}")
@@ -142,12 +143,33 @@ def _num(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _runtime(rt: dict) -> str:
+    backend = rt.get("delegate") or (rt.get("provider") or "").removesuffix("ExecutionProvider")  # "CPU", not the long name
+    return " ".join(str(x) for x in (rt.get("name"), rt.get("version"), backend) if x) or "-"
+
+
+def _verdict(r: dict, cor: dict) -> str:
+    return ("ERROR" if r.get("error") else ("PASS" if cor.get("passed") else "FAIL")) + ("*" if r.get("emulated") else "")
+
+
+LLM_HEADER = ["host", "artifact", "runtime", "threads", "TTFT ms", "prefill tok/s", "decode tok/s", "decode p50 ms",
+              "decode p90 ms", "peak RSS MB", "KV cache MB", "token match", "logits cos", "result"]
+
+
+def _llm_row(host: str, r: dict) -> list[str]:
+    """An LLM artifact's generation figures (docs/llm-bundle.md, "Runner report")."""
+    rt, gen, cor = r.get("runtime") or {}, r.get("generation") or {}, r.get("correctness") or {}
+    kv = gen.get("kv_cache_bytes")
+    return [host, str(r.get("file")), _runtime(rt), _num(rt.get("threads"), "d"), _num(gen.get("ttft_ms"), ".1f"),
+            _num(gen.get("prefill_tok_s"), ".1f"), _num(gen.get("decode_tok_s"), ".1f"), _num(gen.get("decode_ms_p50"), ".2f"),
+            _num(gen.get("decode_ms_p90"), ".2f"), _num(gen.get("peak_rss_mb"), ".1f"), _num(kv / 2**20 if kv else None, ".1f"),
+            _num(cor.get("token_match"), ".3f"), _num(cor.get("logits_cosine"), ".5f"), _verdict(r, cor)]
+
+
 def _bench_row(host: str, r: dict) -> list[str]:
     rt, lat = r.get("runtime") or {}, r.get("latency_ms") or {}
     mem, cor = r.get("memory_mb") or {}, r.get("correctness") or {}
-    backend = rt.get("delegate") or (rt.get("provider") or "").removesuffix("ExecutionProvider")  # "CPU", not the long name
-    runtime = " ".join(str(x) for x in (rt.get("name"), rt.get("version"), backend) if x) or "-"
-    verdict = "ERROR" if r.get("error") else ("PASS" if cor.get("passed") else "FAIL")
+    runtime, verdict = _runtime(rt), _verdict(r, cor).removesuffix("*")
     return [host, str(r.get("file")), runtime, _num(rt.get("threads"), "d"), _num(lat.get("p50"), ".4g"),
             _num(lat.get("p99"), ".4g"), _num(mem.get("peak_rss"), ".1f"), _num(cor.get("max_abs_err"), ".3g"),
             _num(cor.get("cosine"), ".5f"), _num(cor.get("top1_agreement"), ".3f"), verdict + ("*" if r.get("emulated") else "")]

@@ -56,7 +56,7 @@ def generate_text(bundle: Path, prompt: str, settings: GenerateSettings,
         gen = runner.generate(decoder, ids, min(settings.max_new_tokens, runner.room(spec["context"], len(ids))),
                               spec.get("eos_token_ids") or (), on_token=stream)
     except runner.RunnerError as exc:
-        raise GenerateError(str(exc), "see `python edgekit_runner.py --help` in the bundle") from None
+        raise GenerateError(str(exc), "give a bundle folder made by `edgekit build` for a language model") from None
     figures = runner.generation_figures(gen, decoder, runner.maxrss_mb(), stream.text)
     return {"artifact": art["file"], **figures}
 

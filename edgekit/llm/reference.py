@@ -30,6 +30,8 @@ class TorchDecoder:
 
     def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
         torch, t = self.torch, len(ids)
+        # plain ops in eager torch: torch.onnx.ops' reference kernels are 8x slower, same math
+        self.decoder.fused = False
         bias = torch.zeros(t, past_len + t)
         bias[:, past_len:] = torch.triu(torch.full((t, t), MASKED), 1)
         with torch.no_grad():
