@@ -44,7 +44,7 @@ def _quantize_transformer(ctx: BuildContext, precision: Precision, target: Path)
         quantize_static_transformer(ctx.onnx_path, target, ctx.calibration.calibration, options=options)
 
 
-def _to_ort(ctx: BuildContext, onnx_file: Path) -> Path:
+def to_ort(ctx: BuildContext, onnx_file: Path) -> Path:
     """Convert to the ORT mobile format; keeps the ``required_operators.config`` for a
     reduced-size ORT build. Runs isolated with ASLR off so the .ort bytes are reproducible."""
     work = ctx.scratch_dir / f"ort_{onnx_file.stem}"
@@ -101,7 +101,7 @@ class ORTConvert(Stage):
         # the ORT format has no int4 tensor type (measured: ORT 1.32 writes the .ort, then refuses
         # to load it: "Unsupported tensor data type ... Invalid ORT format model"): .onnx only
         if ctx.profile.ort.ort_format and precision != Precision.INT4:
-            files.append(_to_ort(ctx, target))
+            files.append(to_ort(ctx, target))
         for path in files:
             session = ORTSession(path, ctx.inputs, ctx.outputs, threads=1)
             ctx.artifacts.append(Artifact(path.name, path.suffix[1:], precision.value, "onnxruntime",
