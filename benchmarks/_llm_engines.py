@@ -1,0 +1,189 @@
+"""One LLM engine at one thread count, in its own process: the child side of llm_benchmark.py.
+
+Standalone (stdlib + numpy + the engine's own runtime) so llama.cpp can run from its own venv and
+each child's peak RSS is that engine's alone. Every engine is driven the same way: ``feed(ids)``
+runs the model on new tokens after the cache and returns logits, and the greedy token is numpy's
+argmax here, for every engine, so no engine's sampler or EOS handling decides the token count.
+
+    python benchmarks/_llm_engines.py JOB.json OUT.json
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MASKED = -1e9
+
+
+class OrtGenAI:
+    """ONNX Runtime GenAI's model (a builder output folder): ``append_tokens`` runs the decoder on
+    the new tokens; ``get_logits`` is the last row, ``get_output("logits")`` every row fed."""
+
+    def __init__(self, folder: str, threads: int, context: int) -> None:
+        import onnxruntime_genai as og
+
+        config = og.Config(folder)
+        options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        self.og, self.model, self.context, self.generator = og, og.Model(config), context, None
+        self.version = {"onnxruntime-genai": og.__version__}
+
+    def reset(self) -> None:
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=self.context, do_sample=False)
+        self.generator = None  # free the old KV buffers first
+        self.generator = self.og.Generator(self.model, params)
+
+    def feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
+        self.generator.append_tokens(np.asarray(ids, np.int32))
+        if all_logits:
+            return np.asarray(self.generator.get_output("logits"))[0]
+        return np.asarray(self.generator.get_logits()).reshape(1, -1)
+
+
+class LlamaCpp:
+    """llama.cpp through llama-cpp-python's ``Llama.eval`` (the low-level decode loop, no sampler):
+    it writes the last row's logits (every row with ``logits_all``) into ``Llama.scores``."""
+
+    def __init__(self, gguf: str, threads: int, context: int, all_logits: bool = False) -> None:
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(model_path=gguf, n_ctx=context, n_batch=512, n_ubatch=512, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=all_logits, verbose=False)
+        self.version = {"llama-cpp-python": llama_cpp.__version__,
+                        "llama.cpp system info": llama_cpp.llama_print_system_info().decode().strip()}
+
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
+        start = self.llm.n_tokens
+        self.llm.eval(list(ids))
+        end = self.llm.n_tokens
+        return np.array(self.llm.scores[start:end] if all_logits else self.llm.scores[end - 1:end])
+
+
+class ContractDriver:
+    """A minimal driver of the edgekit KV contract (docs/llm-bundle.md) on ONNX Runtime: one
+    preallocated cache buffer per key and value, ``buffer[:P]`` passed as a view, the new rows
+    written at ``P``. Stands in for the device runner's decoder until its LLM mode lands."""
+
+    def __init__(self, onnx: str, threads: int, context: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+        layout = {i.name: i.shape for i in self.session.get_inputs()}["past_key"][1:]
+        self.keys = np.zeros((context, *layout), np.float32)
+        self.values, self.past = np.zeros_like(self.keys), 0
+        self.version = {"onnxruntime": ort.__version__, "driver": "benchmarks/_llm_engines.py ContractDriver"}
+
+    def reset(self) -> None:
+        self.past = 0
+
+    def feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
+        t, p = len(ids), self.past
+        bias = np.zeros((t, p + t), np.float32)
+        bias[:, p:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
+        feeds = {"input_ids": np.array([ids], np.int64), "position_ids": np.arange(p, p + t, dtype=np.int64)[None],
+                 "attention_bias": bias, "past_key": self.keys[:p], "past_value": self.values[:p],
+                 "logit_positions": np.arange(t, dtype=np.int64) if all_logits else np.array([t - 1], np.int64)}
+        logits, key, value = self.session.run(None, feeds)
+        self.keys[p:p + t], self.values[p:p + t] = key, value
+        self.past += t
+        return logits
+
+
+def edgekit_engine(bundle_or_onnx: str, threads: int, context: int, artifact: str | None = None):
+    """An edgekit artifact: a contract ONNX file, or a bundle folder (``artifact`` names the file;
+    else the manifest's first ONNX artifact). The one place to switch to the device runner's
+    decoder classes once edgekit_runner.py has its LLM mode."""
+    path = Path(bundle_or_onnx)
+    if path.is_dir():
+        manifest = json.loads((path / "manifest.json").read_text())
+        onnx = [a["file"] for a in manifest["artifacts"] if a.get("format") == "onnx"]
+        path = path / (artifact or onnx[0])
+    return ContractDriver(str(path), threads, context)
+
+
+def make_engine(job: dict, all_logits: bool = False):
+    kind, path, threads, context = job["kind"], job["path"], job["threads"], job["context"]
+    if kind == "ortgenai":
+        return OrtGenAI(path, threads, context)
+    if kind == "llamacpp":
+        return LlamaCpp(path, threads, context, all_logits=all_logits)
+    if kind == "edgekit":
+        return edgekit_engine(path, threads, context, job.get("artifact"))
+    raise ValueError(f"unknown engine kind {kind!r}")
+
+
+def prefill_tok_s(engine, ids: list[int], reps: int) -> float:
+    """Prompt tokens per second from an empty cache, until the first token is picked; median of reps."""
+    seconds = []
+    for _ in range(reps):
+        engine.reset()
+        t0 = time.perf_counter()
+        int(engine.feed(ids)[-1].argmax())
+        seconds.append(time.perf_counter() - t0)
+    return len(ids) / statistics.median(seconds)
+
+
+def generate(engine, prompt: list[int], new_tokens: int) -> dict:
+    """Exactly ``new_tokens`` greedy tokens (EOS ignored): the first from the prefill, then one
+    decode step each. TTFT is the prefill until that first token; decode figures are per step."""
+    engine.reset()
+    t0 = time.perf_counter()
+    tokens = [int(engine.feed(prompt)[-1].argmax())]
+    ttft = time.perf_counter() - t0
+    steps = []
+    while len(tokens) < new_tokens:
+        t0 = time.perf_counter()
+        tokens.append(int(engine.feed([tokens[-1]])[-1].argmax()))
+        steps.append(time.perf_counter() - t0)
+    ms = np.array(steps) * 1e3 if steps else np.array([np.nan])
+    return {"ttft_ms": ttft * 1e3, "decode_ms_p50": float(np.median(ms)), "decode_ms_p90": float(np.percentile(ms, 90)),
+            "decode_tok_s": 1e3 / float(np.median(ms)), "tokens": tokens}
+
+
+def perplexity(engine, windows: list[list[int]]) -> dict:
+    """Teacher-forced: each window from an empty cache in one pass with logits for every row;
+    row i predicts token i + 1 (the first token of a window is context only)."""
+    nll, count = 0.0, 0
+    for window in windows:
+        engine.reset()
+        logits = engine.feed(window, all_logits=True).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        targets = np.asarray(window[1:])
+        nll -= float(log_probs[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+    return {"value": float(np.exp(nll / count)), "tokens": count, "windows": len(windows)}
+
+
+def speed(engine, job: dict) -> dict:
+    """Warm-up (one short prefill and a few steps, unmeasured), then the prefill and generation figures."""
+    prompts = job["prompts"]
+    generate(engine, prompts["short"], 4)
+    out = {f"prefill_tok_s_{len(ids)}": prefill_tok_s(engine, ids, job["reps"]) for ids in prompts.values()}
+    return out | generate(engine, prompts["short"], job["new_tokens"])
+
+
+def run(job: dict) -> dict:
+    t0 = time.perf_counter()
+    engine = make_engine(job, all_logits=job["task"] == "perplexity")
+    load_s = time.perf_counter() - t0
+    figures = perplexity(engine, job["windows"]) if job["task"] == "perplexity" else speed(engine, job)
+    return {"load_s": load_s, "versions": engine.version, "numpy": np.__version__,
+            "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024} | figures
+
+
+if __name__ == "__main__":
+    job_file, out_file = sys.argv[1:3]
+    Path(out_file).write_text(json.dumps(run(json.loads(Path(job_file).read_text()))) + "\n")
