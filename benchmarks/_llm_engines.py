@@ -48,16 +48,33 @@ class OrtGenAI:
 
 
 class LlamaCpp:
-    """llama.cpp through llama-cpp-python's ``Llama.eval`` (the low-level decode loop, no sampler):
-    it writes the last row's logits (every row with ``logits_all``) into ``Llama.scores``."""
+    """llama.cpp through llama-cpp-python's ``Llama.eval`` (the low-level decode loop, no sampler).
+    The last row's logits are read from the context (``llama_get_logits_ith(ctx, -1)``: ``eval``
+    keeps no logits without ``logits_all``); with ``logits_all`` every row is in ``Llama.scores``.
+    ``extra_buffers=False`` loads with ``use_extra_bufts = false`` (llama.cpp's --no-repack): no
+    weight repacking and no AMX buffer, whose tile kernels die with SIGILL on some VMs."""
 
-    def __init__(self, gguf: str, threads: int, context: int, all_logits: bool = False) -> None:
+    def __init__(self, gguf: str, threads: int, context: int, all_logits: bool = False,
+                 extra_buffers: bool = True) -> None:
         import llama_cpp
+        import llama_cpp.llama_cpp as lib
 
+        if not extra_buffers:  # Llama() takes its model params from this function; no keyword for it
+            default = lib.llama_model_default_params
+
+            def params():
+                out = default()
+                out.use_extra_bufts = False
+                return out
+
+            lib.llama_model_default_params = params
+        self.lib = llama_cpp
         self.llm = llama_cpp.Llama(model_path=gguf, n_ctx=context, n_batch=512, n_ubatch=512, n_threads=threads,
                                    n_threads_batch=threads, logits_all=all_logits, verbose=False)
+        self.vocab = self.llm.n_vocab()
         self.version = {"llama-cpp-python": llama_cpp.__version__,
-                        "llama.cpp system info": llama_cpp.llama_print_system_info().decode().strip()}
+                        "llama.cpp system info": llama_cpp.llama_print_system_info().decode().strip(),
+                        "use_extra_bufts": extra_buffers}
 
     def reset(self) -> None:
         self.llm.reset()
@@ -65,8 +82,10 @@ class LlamaCpp:
     def feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
         start = self.llm.n_tokens
         self.llm.eval(list(ids))
-        end = self.llm.n_tokens
-        return np.array(self.llm.scores[start:end] if all_logits else self.llm.scores[end - 1:end])
+        if all_logits:
+            return np.array(self.llm.scores[start:self.llm.n_tokens])
+        last = self.lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(last, shape=(1, self.vocab)).copy()
 
 
 class ContractDriver:
@@ -118,7 +137,7 @@ def make_engine(job: dict, all_logits: bool = False):
     if kind == "ortgenai":
         return OrtGenAI(path, threads, context)
     if kind == "llamacpp":
-        return LlamaCpp(path, threads, context, all_logits=all_logits)
+        return LlamaCpp(path, threads, context, all_logits=all_logits, extra_buffers=job.get("llama_extra_buffers", True))
     if kind == "edgekit":
         return edgekit_engine(path, threads, context, job.get("artifact"))
     raise ValueError(f"unknown engine kind {kind!r}")
@@ -140,8 +159,10 @@ def generate(engine, prompt: list[int], new_tokens: int) -> dict:
     decode step each. TTFT is the prefill until that first token; decode figures are per step."""
     engine.reset()
     t0 = time.perf_counter()
-    tokens = [int(engine.feed(prompt)[-1].argmax())]
+    first = engine.feed(prompt)[-1]
+    tokens = [int(first.argmax())]
     ttft = time.perf_counter() - t0
+    top2 = np.sort(first)[-2:]
     steps = []
     while len(tokens) < new_tokens:
         t0 = time.perf_counter()
@@ -149,7 +170,7 @@ def generate(engine, prompt: list[int], new_tokens: int) -> dict:
         steps.append(time.perf_counter() - t0)
     ms = np.array(steps) * 1e3 if steps else np.array([np.nan])
     return {"ttft_ms": ttft * 1e3, "decode_ms_p50": float(np.median(ms)), "decode_ms_p90": float(np.percentile(ms, 90)),
-            "decode_tok_s": 1e3 / float(np.median(ms)), "tokens": tokens}
+            "decode_tok_s": 1e3 / float(np.median(ms)), "tokens": tokens, "first_top2_margin": float(top2[1] - top2[0])}
 
 
 def perplexity(engine, windows: list[list[int]]) -> dict:

@@ -49,6 +49,7 @@ class Engine:
     python: str
     file_bytes: int
     artifact: str | None = None
+    facts: dict | None = None
 
 
 def _run_logged(cmd: list[str], log: Path, env: dict | None = None) -> None:
@@ -91,6 +92,19 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in files)
 
 
+def graph_facts(folder: Path) -> dict:
+    """What the builder chose: op counts and the MatMulNBits settings (bits, block, accuracy level)."""
+    import collections
+
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    nbits = collections.Counter(
+        ",".join(f"{a.name}={onnx.helper.get_attribute_value(a)}" for a in n.attribute
+                 if a.name in ("bits", "block_size", "accuracy_level")) for n in graph.node if n.op_type == "MatMulNBits")
+    return {"ops": dict(collections.Counter(n.op_type for n in graph.node).most_common(6)), "MatMulNBits": dict(nbits)}
+
+
 def llama_blocked(python: Path) -> str | None:
     """Why llama.cpp cannot run (None when it can)."""
     if not python.is_file():
@@ -125,7 +139,8 @@ def engines(args) -> tuple[list[Engine], dict[str, str]]:
     for precision in ("int4", "fp32"):
         if _wanted(f"ORT GenAI {precision}", args.engines):
             folder = ortgenai_folder(precision, args.hf)
-            chosen.append(Engine(f"ORT GenAI {precision}", "ortgenai", str(folder), sys.executable, _size(folder)))
+            chosen.append(Engine(f"ORT GenAI {precision}", "ortgenai", str(folder), sys.executable, _size(folder),
+                                 facts=graph_facts(folder)))
     makers = {"Q4_1": lambda: example_gguf("smollm2"), "Q8_0": lambda: q8_0_gguf(args.hf, args.llama_convert)}
     wanted = [q for q in makers if _wanted(f"llama.cpp {q}", args.engines)]
     reason = llama_blocked(args.llama_python) if wanted else None
@@ -173,7 +188,8 @@ def run_child(engine: Engine, job: dict, work: Path) -> dict:
 
 def measure(chosen: list[Engine], tokens: dict, args, work: Path) -> dict:
     """Speed: rounds x threads x engines, the engine order rotated each round. Then perplexity."""
-    job = {"task": "speed", "prompts": tokens["prompts"], "new_tokens": args.new_tokens, "reps": args.reps}
+    job = {"task": "speed", "prompts": tokens["prompts"], "new_tokens": args.new_tokens, "reps": args.reps,
+           "llama_extra_buffers": args.llama_extra_buffers}
     runs: dict[str, list[dict]] = {}
     for r in range(args.rounds):
         for threads in args.threads:
@@ -181,7 +197,8 @@ def measure(chosen: list[Engine], tokens: dict, args, work: Path) -> dict:
                 key = f"{engine.name} @ {threads}"
                 print(f"round {r + 1}/{args.rounds}: {key}", flush=True)
                 runs.setdefault(key, []).append(run_child(engine, job | {"threads": threads}, work))
-    ppl_job = {"task": "perplexity", "windows": tokens["windows"], "threads": max(args.threads)}
+    ppl_job = {"task": "perplexity", "windows": tokens["windows"], "threads": max(args.threads),
+               "llama_extra_buffers": args.llama_extra_buffers}
     ppl = {}
     for engine in chosen:
         print(f"perplexity: {engine.name}", flush=True)
@@ -189,7 +206,8 @@ def measure(chosen: list[Engine], tokens: dict, args, work: Path) -> dict:
     return {"runs": runs, "perplexity": ppl}
 
 
-FIGURES = ("prefill_tok_s_64", "ttft_ms", "decode_tok_s", "decode_ms_p50", "decode_ms_p90", "peak_rss_mb", "load_s")
+FIGURES = ("prefill_tok_s_64", "ttft_ms", "decode_tok_s", "decode_ms_p50", "decode_ms_p90", "peak_rss_mb", "load_s",
+           "first_top2_margin", "loadavg_1m_at_start")
 
 
 def reference_engine(chosen: list[Engine]) -> str:
@@ -247,18 +265,22 @@ def markdown(result: dict) -> str:
              f"KV capacity {s['context']}. Perplexity: {s['perplexity_tokens']} held-out tokens teacher-forced in "
              f"windows of {s['window']} at {max(s['threads'])} threads.", "",
              f"| engine | threads | file MB | peak RSS MB | prefill {s['short_prompt']} tok/s | prefill {long} tok/s | "
-             f"TTFT {s['short_prompt']} ms | decode tok/s | decode p90 ms | perplexity | greedy = {s['greedy_reference']} up to |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"TTFT {s['short_prompt']} ms | decode tok/s | decode p90 ms | perplexity | "
+             f"greedy = {s['greedy_reference']} up to | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | failed: see JSON | | | | | | | |")
+            lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | failed: see JSON | | | | | | | | |")
             continue
         div = r["first_divergence_from_reference"]
         lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['prefill_tok_s_64']:.0f} | {r[f'prefill_tok_s_{long}']:.0f} | {r['ttft_ms']:.0f} | "
                      f"{r['decode_tok_s']:.1f} | {r['decode_ms_p90']:.1f} | {_cell(r['perplexity'], 2)} | "
-                     f"{'all' if div is None else div} |")
+                     f"{'all' if div is None else div} | {r['loadavg_1m_at_start']:.1f} |")
     lines += ["", "Versions: " + "; ".join(f"{k} {v}" for k, v in result["versions"].items()), ""]
+    lines += [f"- engine {e['name']}: {e['path']}{' ' + e['artifact'] if e['artifact'] else ''}"
+              f"{' ' + json.dumps(e['facts']['MatMulNBits']) if e['facts'] and e['facts']['MatMulNBits'] else ''}"
+              for e in result["engines"]]
     lines += [f"- {k}: {v}" for k, v in result["how"].items()]
     lines += [f"- BLOCKED {k}: {v}" for k, v in result["blocked"].items()]
     return "\n".join(lines) + "\n"
@@ -271,12 +293,20 @@ HOW = {
     "TTFT": "the same for the 64-token prompt inside the generation run (model already loaded)",
     "decode": "per-step latency of feeding one token and taking the argmax, over the new tokens after the first; "
               "tok/s = 1 / median step, p90 of the steps",
-    "peak RSS": "ru_maxrss of the child (wait4), i.e. load + warm-up + prefills + generation",
+    "peak RSS": "ru_maxrss of the child (wait4), i.e. load + warm-up + prefills + generation (mmapped GGUF "
+                "pages count once touched)",
+    "load avg": "1-minute load average when each child started (median over rounds)",
+    "greedy agreement": "index of the first generated token that differs from the reference's (same thread count); "
+                        "first_top2_margin in the JSON is the logit gap of the first token's top two: a near-tie "
+                        "there makes a divergence at 0 say little",
+    "perplexity caveat": "the fp32 'original' is SmolLM2 dequantized from the shipped Q4_1 GGUF, so llama.cpp Q4_1 "
+                         "matches it by construction; the other quantizations re-round those weights",
     "ORT GenAI": "og.Generator, greedy search options, append_tokens per step, argmax of get_logits (threads via "
                  "the config overlay's session_options); perplexity from get_output('logits') after appending a "
                  "whole window (every row)",
     "llama.cpp": "llama_cpp.Llama.eval (the low-level decode, no sampler) with n_threads = n_threads_batch = threads, "
-                 "n_batch 512, argmax of Llama.scores; perplexity with logits_all=True",
+                 "n_batch = n_ubatch = 512, argmax of the last row's logits (llama_get_logits_ith); perplexity "
+                 "with logits_all=True (Llama.scores, every row); use_extra_bufts as recorded in versions",
     "edgekit": "ONNX Runtime session on the KV-contract ONNX (benchmarks/_llm_engines.py ContractDriver; "
                "edgekit_engine() switches to the device runner's decoder once it has one)",
     "Q8_0 GGUF": "llama.cpp's convert_hf_to_gguf.py --outtype q8_0 from the same fp32 HF folder",
@@ -297,6 +327,9 @@ def parse(argv: list[str] | None = None):
     parser.add_argument("--edgekit", type=Path, nargs="*", default=None, help="contract ONNX files or bundle folders")
     parser.add_argument("--llama-python", type=Path, default=LLAMA_PYTHON)
     parser.add_argument("--llama-convert", type=Path, default=LLAMA_CONVERT)
+    parser.add_argument("--llama-extra-buffers", action="store_true",
+                        help="let llama.cpp use its extra buffer types (weight repacking, AMX); off by default because "
+                             "its AMX tile kernels die with SIGILL on this VM")
     parser.add_argument("--engines", nargs="*", help="only engines whose name contains one of these")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
