@@ -22,6 +22,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -181,8 +182,10 @@ def run_child(engine: Engine, job: dict, work: Path) -> dict:
         child = subprocess.Popen([engine.python, str(CHILD), str(job_file), str(out_file)], stdout=handle,
                                  stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) or not out_file.is_file():
-        return {"error": log.read_text()[-800:]}
+    code = os.waitstatus_to_exitcode(status)
+    if code or not out_file.is_file():
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return {"error": f"{how}: {log.read_text()[-800:]}"}
     return json.loads(out_file.read_text()) | {"peak_rss_mb": usage.ru_maxrss / 1024, "loadavg_1m_at_start": load}
 
 
@@ -270,7 +273,8 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | failed: see JSON | | | | | | | | |")
+            why = r["error"][:60].splitlines()[0]
+            lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | failed: {why} | | | | | | | | |")
             continue
         div = r["first_divergence_from_reference"]
         lines.append(f"| {r['engine']} | {r['threads']} | {r['file_mb']:.1f} | {r['peak_rss_mb']:.0f} | "
