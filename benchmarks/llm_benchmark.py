@@ -15,6 +15,14 @@ median over rounds. Same prompt token ids for all (SmolLM2's tokenizer.json via 
 greedy token is numpy's argmax of each engine's logits, exactly --new-tokens tokens (EOS ignored).
 Perplexity: the held-out text split teacher-forced in windows, one subprocess per engine.
 Writes benchmarks/results/llm_benchmark.{json,md} (--quick: llm_benchmark_quick.*).
+
+Setup outside the repo: llama-cpp-python in its own venv (--llama-python; numpy, diskcache, jinja2,
+typing-extensions and the wheel with --no-deps); llama.cpp's convert_hf_to_gguf.py with its
+conversion/ and gguf-py/ folders (--llama-convert; copied from the llama-cpp-python 0.3.36 sdist's
+vendor/llama.cpp) for the Q8_0, made once. llama.cpp runs with use_extra_bufts off unless
+--llama-extra-buffers: this VM advertises AMX, but ggml's AMX tile kernels die with SIGILL here.
+Figures taken while other work shares the cores say little; the load average is in every row,
+and llama.cpp's OpenMP barriers suffer most at 2 threads on oversubscribed cores.
 """
 from __future__ import annotations
 
