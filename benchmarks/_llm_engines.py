@@ -1,7 +1,8 @@
 """One LLM engine at one thread count, in its own process: the child side of llm_benchmark.py.
 
-Standalone (stdlib + numpy + the engine's own runtime) so llama.cpp can run from its own venv and
-each child's peak RSS is that engine's alone. Every engine is driven the same way: ``feed(ids)``
+Standalone (stdlib + numpy + the engine's own runtime; edgekit's engine is the device runner,
+loaded from its file) so llama.cpp can run from its own venv and each child's peak RSS is that
+engine's alone. Every engine is driven the same way: ``feed(ids)``
 runs the model on new tokens after the cache and returns logits, and the greedy token is numpy's
 argmax here, for every engine, so no engine's sampler or EOS handling decides the token count.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-MASKED = -1e9
+RUNNER = Path(__file__).resolve().parents[1] / "edgekit" / "runner" / "edgekit_runner.py"
 
 
 class OrtGenAI:
@@ -88,48 +89,64 @@ class LlamaCpp:
         return np.ctypeslib.as_array(last, shape=(1, self.vocab)).copy()
 
 
-class ContractDriver:
-    """A minimal driver of the edgekit KV contract (docs/llm-bundle.md) on ONNX Runtime: one
-    preallocated cache buffer per key and value, ``buffer[:P]`` passed as a view, the new rows
-    written at ``P``. Stands in for the device runner's decoder until its LLM mode lands."""
+def load_runner(file: Path | None = None):
+    """The device runner, loaded from its file as a device does (a bundle's own copy, else the repo's)."""
+    import importlib.util
 
-    def __init__(self, onnx: str, threads: int, context: int) -> None:
-        import onnxruntime as ort
+    file = file if file and file.is_file() else RUNNER
+    spec = importlib.util.spec_from_file_location("edgekit_runner", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("edgekit_runner", module)
+    spec.loader.exec_module(module)
+    return module
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
-        layout = {i.name: i.shape for i in self.session.get_inputs()}["past_key"][1:]
-        self.keys = np.zeros((context, *layout), np.float32)
-        self.values, self.past = np.zeros_like(self.keys), 0
-        self.version = {"onnxruntime": ort.__version__, "driver": "benchmarks/_llm_engines.py ContractDriver"}
+
+class RunnerEngine:
+    """edgekit's device runner (edgekit_runner.py): its OrtDecoder (I/O binding straight into
+    the caller-owned KV cache of the contract), prompts in chunks of ``prefill_chunk``, and its
+    ``generate`` for the generation figures."""
+
+    def __init__(self, runner, onnx: Path, spec: dict | None, threads: int, context: int, prefill_chunk: int) -> None:
+        ort, _, version = runner.import_ort()
+        session = runner.OrtBackend(ort, onnx, threads, "CPUExecutionProvider").sess
+        if spec is None:  # a bare contract ONNX: the sizes from its signature
+            layers, kv_heads, head_dim = {i.name: i.shape for i in session.get_inputs()}["past_key"][1:]
+            spec = {"context": context, "vocab": session.get_outputs()[0].shape[1], "prefill_chunk": prefill_chunk,
+                    "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim}
+        self.runner, self.decoder, self.past = runner, runner.OrtDecoder(ort, session, spec), 0
+        self.version = {"onnxruntime": version, "runner": str(Path(runner.__file__).resolve()),
+                        "prefill_chunk": spec["prefill_chunk"], "context": spec["context"]}
 
     def reset(self) -> None:
+        self.decoder.reset()
         self.past = 0
 
     def feed(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
-        t, p = len(ids), self.past
-        bias = np.zeros((t, p + t), np.float32)
-        bias[:, p:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
-        feeds = {"input_ids": np.array([ids], np.int64), "position_ids": np.arange(p, p + t, dtype=np.int64)[None],
-                 "attention_bias": bias, "past_key": self.keys[:p], "past_value": self.values[:p],
-                 "logit_positions": np.arange(t, dtype=np.int64) if all_logits else np.array([t - 1], np.int64)}
-        logits, key, value = self.session.run(None, feeds)
-        self.keys[p:p + t], self.values[p:p + t] = key, value
-        self.past += t
-        return logits
+        parts, out = self.runner.chunks(ids, self.decoder.prefill_chunk), []
+        for k, part in enumerate(parts):
+            rows = list(range(len(part))) if all_logits else [len(part) - 1] if k == len(parts) - 1 else []
+            logits = self.decoder.step(part, self.past, rows)
+            self.past += len(part)
+            out += [logits] if rows else []
+        return np.concatenate(out)
+
+    def generate(self, prompt: list[int], new_tokens: int) -> tuple[list[int], np.ndarray, float, list[float]]:
+        gen = self.runner.generate(self.decoder, prompt, new_tokens)  # no EOS ids: exactly new_tokens
+        return gen.tokens, gen.first_logits, gen.ttft_ms, gen.decode_ms
 
 
-def edgekit_engine(bundle_or_onnx: str, threads: int, context: int, artifact: str | None = None):
-    """An edgekit artifact: a contract ONNX file, or a bundle folder (``artifact`` names the file;
-    else the manifest's first ONNX artifact). The one place to switch to the device runner's
-    decoder classes once edgekit_runner.py has its LLM mode."""
+def edgekit_engine(bundle_or_onnx: str, threads: int, context: int, artifact: str | None = None,
+                   prefill_chunk: int = 64) -> RunnerEngine:
+    """An edgekit artifact through the device runner: a bundle folder (its own runner and
+    manifest; ``artifact`` names the file, else its first ONNX artifact), or a bare contract ONNX
+    (the repo's runner; ``context`` and ``prefill_chunk`` as a bundle's manifest would give)."""
     path = Path(bundle_or_onnx)
-    if path.is_dir():
-        manifest = json.loads((path / "manifest.json").read_text())
-        onnx = [a["file"] for a in manifest["artifacts"] if a.get("format") == "onnx"]
-        path = path / (artifact or onnx[0])
-    return ContractDriver(str(path), threads, context)
+    if not path.is_dir():
+        return RunnerEngine(load_runner(), path, None, threads, context, prefill_chunk)
+    runner = load_runner(path / "edgekit_runner.py")
+    manifest = json.loads((path / "manifest.json").read_text())
+    onnx = [a["file"] for a in manifest["artifacts"] if a.get("format") == "onnx"]
+    return RunnerEngine(runner, path / (artifact or onnx[0]), runner.llm_spec(manifest), threads, context, prefill_chunk)
 
 
 def make_engine(job: dict, all_logits: bool = False):
@@ -154,22 +171,30 @@ def prefill_tok_s(engine, ids: list[int], reps: int) -> float:
     return len(ids) / statistics.median(seconds)
 
 
-def generate(engine, prompt: list[int], new_tokens: int) -> dict:
-    """Exactly ``new_tokens`` greedy tokens (EOS ignored): the first from the prefill, then one
-    decode step each. TTFT is the prefill until that first token; decode figures are per step."""
+def greedy(engine, prompt: list[int], new_tokens: int) -> tuple[list[int], np.ndarray, float, list[float]]:
+    """(tokens, first logits, TTFT ms, per-step ms): the prefill through the first argmax, then
+    one step of one token plus its argmax each, as the device runner's generate times them."""
     engine.reset()
     t0 = time.perf_counter()
     first = engine.feed(prompt)[-1]
     tokens = [int(first.argmax())]
-    ttft = time.perf_counter() - t0
-    top2 = np.sort(first)[-2:]
+    ttft_ms = (time.perf_counter() - t0) * 1e3
     steps = []
     while len(tokens) < new_tokens:
         t0 = time.perf_counter()
         tokens.append(int(engine.feed([tokens[-1]])[-1].argmax()))
-        steps.append(time.perf_counter() - t0)
-    ms = np.array(steps) * 1e3 if steps else np.array([np.nan])
-    return {"ttft_ms": ttft * 1e3, "decode_ms_p50": float(np.median(ms)), "decode_ms_p90": float(np.percentile(ms, 90)),
+        steps.append((time.perf_counter() - t0) * 1e3)
+    return tokens, first, ttft_ms, steps
+
+
+def generate(engine, prompt: list[int], new_tokens: int) -> dict:
+    """Exactly ``new_tokens`` greedy tokens (EOS ignored), by the engine's own generate where it has
+    one (edgekit's runner), else by ``greedy``."""
+    own = getattr(engine, "generate", None)
+    tokens, first, ttft_ms, steps = own(prompt, new_tokens) if own else greedy(engine, prompt, new_tokens)
+    ms = np.array(steps) if steps else np.array([np.nan])
+    top2 = np.sort(first)[-2:]
+    return {"ttft_ms": ttft_ms, "decode_ms_p50": float(np.median(ms)), "decode_ms_p90": float(np.percentile(ms, 90)),
             "decode_tok_s": 1e3 / float(np.median(ms)), "tokens": tokens, "first_top2_margin": float(top2[1] - top2[0])}
 
 

@@ -6,8 +6,8 @@
 Engines, all from the same model (the fp32 HF folder edgekit caches from the shipped Q4_1 GGUF):
 ORT GenAI's builder int4 (its defaults) and fp32, built from that folder and cached under
 ~/.cache/edgekit/bench; llama.cpp (llama-cpp-python) on the shipped Q4_1 GGUF and a Q8_0 GGUF
-converted from the folder; edgekit's ONNX in the KV contract (a bundle's artifacts, or a contract
-ONNX driven by benchmarks/_llm_engines.py until the device runner has its LLM mode).
+converted from the folder; edgekit's ONNX in the KV contract (a bundle's artifacts, or a bare
+contract ONNX) run by the device runner's decoder and generate (_llm_engines.edgekit_engine).
 
 Every figure is taken in a fresh subprocess per engine x threads x round (peak RSS is that child's
 ru_maxrss, from wait4), rounds interleave the engines (rotated order), and the table gives the
@@ -319,8 +319,9 @@ HOW = {
     "llama.cpp": "llama_cpp.Llama.eval (the low-level decode, no sampler) with n_threads = n_threads_batch = threads, "
                  "n_batch = n_ubatch = 512, argmax of the last row's logits (llama_get_logits_ith); perplexity "
                  "with logits_all=True (Llama.scores, every row); use_extra_bufts as recorded in versions",
-    "edgekit": "ONNX Runtime session on the KV-contract ONNX (benchmarks/_llm_engines.py ContractDriver; "
-               "edgekit_engine() switches to the device runner's decoder once it has one)",
+    "edgekit": "the device runner edgekit_runner.py loaded from its file (a bundle's own copy, else the repo's): "
+               "its OrtDecoder (I/O binding into the caller-owned cache), the prompt in prefill_chunk pieces "
+               "(a bundle's manifest; 64 for a bare contract ONNX), its generate() with no EOS ids",
     "Q8_0 GGUF": "llama.cpp's convert_hf_to_gguf.py --outtype q8_0 from the same fp32 HF folder",
 }
 

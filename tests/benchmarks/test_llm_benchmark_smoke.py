@@ -1,5 +1,6 @@
 """benchmarks/llm_benchmark.py's mechanics on a tiny llama, without the big model or any anchor
-engine: the KV-contract driver (stepping equals teacher forcing), exact greedy token counts, and
+engine: the device runner's decoder as driven here (stepping equals teacher forcing, chunked
+prompts), exact greedy token counts (the runner's generate and the common greedy loop), and
 one --quick run end to end through its subprocess, wait4 RSS and report."""
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
     return folder, onnx
 
 
-def test_the_driver_steps_as_it_teacher_forces(tiny):
-    engine = _llm_engines.edgekit_engine(str(tiny[1]), 1, 64)
+def test_the_runner_engine_steps_as_it_teacher_forces(tiny):
+    engine = _llm_engines.edgekit_engine(str(tiny[1]), 1, 64, prefill_chunk=4)  # chunked prompts too
     ids = list(range(3, 23))
     engine.reset()
     forced = engine.feed(ids, all_logits=True)
@@ -45,6 +46,7 @@ def test_generation_gives_exactly_the_tokens_asked_for(tiny):
     engine = _llm_engines.edgekit_engine(str(tiny[1]), 1, 64)
     out = _llm_engines.generate(engine, [5, 6, 7], 9)
     assert len(out["tokens"]) == 9 and out["decode_tok_s"] > 0
+    assert _llm_engines.greedy(engine, [5, 6, 7], 9)[0] == out["tokens"]  # the loop other engines use
     assert _llm_engines.generate(engine, [5, 6, 7], 9)["tokens"] == out["tokens"]
     ppl = _llm_engines.perplexity(engine, [list(range(3, 40))])  # random weights: only finite and > 1
     assert ppl["tokens"] == 36 and np.isfinite(ppl["value"]) and ppl["value"] > 1
