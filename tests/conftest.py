@@ -1,7 +1,10 @@
 """Shared fixtures: tiny models defined in code and bundles built once per session."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -111,10 +114,23 @@ def build_bundle():
 
 
 @pytest.fixture(scope="session")
-def example_bundle(tmp_path_factory) -> tuple[Path, dict]:
-    """The bundled digits example built for rpi4, once per session."""
+def example_cli_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """README command: ``edgekit build --target rpi4 --out DIR --json`` on the bundled digits
+    example, once per session (``--verify-on none`` and 20 latency runs, as ``build_bundle``)."""
     out = tmp_path_factory.mktemp("example") / "rpi4"
-    return out, _build_bundle(out, "rpi4")
+    result = subprocess.run([sys.executable, "-m", "edgekit", "build", "--target", "rpi4", "--out", str(out), "--json",
+                             "--verify-on", "none", "--latency-runs", "20"],
+                            capture_output=True, text=True, cwd=out.parent, timeout=1200)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def example_bundle(example_cli_build) -> tuple[Path, dict]:
+    """The bundled digits example built for rpi4, once per session (through the CLI: the same
+    build serves the CLI's test); its manifest is the one ``--json`` printed."""
+    out, result = example_cli_build
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, json.loads(result.stdout)
 
 
 @pytest.fixture(scope="session")

@@ -90,10 +90,11 @@ def candidate_sentences() -> list[tuple[str, str]]:
     return out
 
 
-def build_rows() -> list[dict]:
-    """Shuffle the candidates with a fixed seed and deal them into the splits; the rest is ``train``
-    (minus sentences sharing a ``SHINGLE``-word run with the others)."""
-    candidates = candidate_sentences()
+def build_rows(candidates: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Shuffle the candidates (default: ``candidate_sentences()``; a list passed in is shuffled in
+    place) with a fixed seed and deal them into the splits; the rest is ``train`` (minus sentences
+    sharing a ``SHINGLE``-word run with the others)."""
+    candidates = candidate_sentences() if candidates is None else candidates
     total = sum(SPLIT_SIZES.values())
     if len(candidates) < total:
         raise SystemExit(f"only {len(candidates)} sentences qualify, need {total}")
@@ -129,17 +130,18 @@ def _prose(source: str, docstrings: Iterable[tuple[str, str]], cap: int) -> Iter
                 yield f"{source}/{module}", sentence
 
 
-def extra_train_rows(rows: list[dict]) -> list[dict]:
+def extra_train_rows(rows: list[dict], site_packages: bool = True) -> list[dict]:
     """More ``train`` rows: every stdlib prose sentence and up to ``SITE_PER_FILE`` per file of the
     installed packages, in a fixed order, minus anything in ``rows`` (case and punctuation
     ignored) and anything sharing a ``SHINGLE``-word run with a calibration/verification/heldout
-    sentence."""
+    sentence. ``site_packages=False`` gives the stdlib rows only: the file's leading rows, which
+    the tests regenerate (parsing every installed package takes minutes)."""
     seen = {" ".join(_words(r["text"])) for r in rows}
     fixed = set().union(*(_shingles(r["text"]) for r in rows if r["split"] != REST_SPLIT))
     site = sysconfig.get_paths()["purelib"]
+    site_prose = _prose("site-packages", stdlib_docstrings(site), SITE_PER_FILE) if site_packages else ()
     out = []
-    for module, text in [*_prose("stdlib", stdlib_docstrings(), 10**9),
-                         *_prose("site-packages", stdlib_docstrings(site), SITE_PER_FILE)]:
+    for module, text in [*_prose("stdlib", stdlib_docstrings(), 10**9), *site_prose]:
         key = " ".join(_words(text))
         if key in seen or _shingles(text) & fixed:
             continue
@@ -156,9 +158,14 @@ def package_versions(rows: list[dict]) -> dict[str, str]:
     return {d: importlib.metadata.version(d) for d in sorted(dists, key=str.lower)}
 
 
+def jsonl(rows: list[dict]) -> str:
+    """The rows as written: one ASCII JSON object per line."""
+    return "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows)
+
+
 def write_jsonl_gz(path: Path, rows: list[dict]) -> None:
     """gzip with a zero timestamp and no file name, so the bytes depend on the rows only."""
-    raw = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows).encode()
+    raw = jsonl(rows).encode()
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as f:
         f.write(raw)
@@ -204,12 +211,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
-    rows = build_rows()
+    candidates = candidate_sentences()
+    rows = build_rows(list(candidates))
     extra = extra_train_rows(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sentences.jsonl").write_text("".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows))
+    (args.out / "sentences.jsonl").write_text(jsonl(rows))
     write_jsonl_gz(args.out / TRAIN_FILE, extra)
-    (args.out / "manifest.json").write_text(json.dumps(manifest(rows, len(candidate_sentences()), extra), indent=2) + "\n")
+    (args.out / "manifest.json").write_text(json.dumps(manifest(rows, len(candidates), extra), indent=2) + "\n")
     print(f"wrote {len(rows)} + {len(extra)} sentences to {args.out}")
 
 

