@@ -116,11 +116,15 @@ class VerifyEmulated(Stage):
         settings, notes = _runner_settings(ctx)
         report = run(ctx.bundle_dir, settings, env=env, progress=ctx.reporter.info)
         results = {r["file"]: r for r in report["results"]}
-        samples = len(next(iter(ctx.reference.values())))
+        samples = self.samples(ctx)
         verdicts = {a.file: _verdict(results[a.file], report, samples, notes.get(a.format)) for a in ctx.artifacts}
         _record(ctx, verdicts)
         problems = [problem for a in ctx.artifacts if (problem := _judge(ctx, a.file, results[a.file], verdicts[a.file]))]
         _fail_or_allow(ctx, report, problems)
+
+    def samples(self, ctx: BuildContext) -> int:
+        """How many golden samples the runner judged each artifact on."""
+        return len(next(iter(ctx.reference.values())))
 
 
 def _runner_settings(ctx: BuildContext) -> tuple[RunnerSettings, dict[str, str]]:
@@ -153,6 +157,7 @@ def _verdict(result: dict[str, Any], report: dict[str, Any], samples: int, note:
         "max_abs_err": correctness.get("max_abs_err"),
         "cosine": correctness.get("cosine"),
         "top1_agreement": correctness.get("top1_agreement"),
+        **{k: correctness[k] for k in ("token_match", "logits_cosine") if k in correctness},  # LLM bundles
         "samples": samples,
         "passed": bool(correctness.get("passed")) and not result.get("error"),
     }
@@ -182,12 +187,18 @@ def _judge(ctx: BuildContext, file: str, result: dict[str, Any], verdict: dict[s
         ctx.reporter.info(f"{file}: ARM kernels: ERROR")
         return verdict["error"]
     label = f"{runtime.get('name')} {runtime.get('version')}"
-    ctx.reporter.info(f"{file}: ARM kernels ({label}): max abs err {verdict['max_abs_err']:.4g}, cosine {verdict['cosine']:.6f}: "
-                      f"{'PASS' if verdict['passed'] else 'FAIL'}")
+    ctx.reporter.info(f"{file}: ARM kernels ({label}): {_figures(verdict)}: {'PASS' if verdict['passed'] else 'FAIL'}")
     if verdict["passed"]:
         return None
-    broken = broken_bounds(result["correctness"], result["correctness"].get("tolerance") or {})
+    correctness = result["correctness"]
+    broken = correctness.get("broken") or broken_bounds(correctness, correctness.get("tolerance") or {})
     return f"{file}: {'; '.join(broken) or 'non-finite outputs'}"
+
+
+def _figures(verdict: dict[str, Any]) -> str:
+    if verdict.get("token_match") is not None:
+        return f"token match {verdict['token_match']:.3f}, logits cosine {verdict['logits_cosine']:.6f}"
+    return f"max abs err {verdict['max_abs_err']:.4g}, cosine {verdict['cosine']:.6f}"
 
 
 def _fail_or_allow(ctx: BuildContext, report: dict[str, Any], problems: list[str]) -> None:

@@ -9,10 +9,13 @@ from edgekit.llm.stages.ort_format import LlmOrtFormat
 from edgekit.llm.stages.prompts import GoldenPrompts
 from edgekit.llm.stages.quality import LlmQuality
 from edgekit.llm.stages.verify import VerifyDecoder
+from edgekit.llm.stages.verify_emulated import LlmVerifyEmulated
 from edgekit.stages.base import Stage
+from edgekit.stages.verify_emulated import PrepareEmulation
 
-# WriteLlmBundle last: the manifest carries every verdict and figure.
-LLM_STAGES: tuple[type[Stage], ...] = (LoadDecoder, GoldenPrompts, ExportDecoder, LlmOrtFormat, VerifyDecoder, LlmQuality,
-                                       MeasureGeneration, WriteLlmBundle)
+# PrepareEmulation first (a wrong --verify-on fails before any work); LlmVerifyEmulated after
+# WriteLlmBundle: the emulated runner reads the staged bundle.
+LLM_STAGES: tuple[type[Stage], ...] = (PrepareEmulation, LoadDecoder, GoldenPrompts, ExportDecoder, LlmOrtFormat, VerifyDecoder,
+                                       LlmQuality, MeasureGeneration, WriteLlmBundle, LlmVerifyEmulated)
 
 __all__ = ["LLM_STAGES"]
