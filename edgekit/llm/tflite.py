@@ -102,10 +102,12 @@ def _export_saved_model(folder: Path, work: Path, options: LlmTFLiteOptions) -> 
         onnx_path = work / f"{name}.onnx"  # onnx2tf names its files by this stem
         export_decoder(decoder, onnx_path, opset=options.opset, shapes=shapes)
         with torch.no_grad():
-            samples = {k: v.numpy() for k, v in zip(INPUTS, example_inputs(decoder, shapes))}
-        # -kat: the caches are 4-D; without it onnx2tf would take them for NCHW images and transpose
-        parts.append(convert_onnx(onnx_path, work / name, samples, exact_samples=True,
-                                  extra_args=("-kat", *INPUTS)))
+            samples = {k: v.numpy()[None] for k, v in zip(INPUTS, example_inputs(decoder, shapes))}
+        # -kat: the caches are 4-D; without it onnx2tf would take them for NCHW images and transpose.
+        # The samples go as float32 (convert_onnx's rule), so onnx2tf's ONNX Runtime dry run fails on
+        # the int64 ids and it skips its per-MatMul validation, which re-runs the partial TF model
+        # at every MatMul (quadratic in depth: > 10 min of SmolLM2's prefill graph was spent there)
+        parts.append(convert_onnx(onnx_path, work / name, samples, extra_args=("-kat", *INPUTS)))
     del decoder
     joint = _joint_dir(work, options)
     run_tool(joint_saved_model_cli, [*map(str, parts), str(joint)], work, "joining the TFLite signatures", _HINT)

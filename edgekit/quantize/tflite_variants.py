@@ -66,16 +66,15 @@ def dynamic_range_cli() -> None:
 
 
 def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str, np.ndarray], *,
-                 int8_io: str | None = None, exact_samples: bool = False, extra_args: tuple[str, ...] = ()) -> Path:
+                 int8_io: str | None = None, extra_args: tuple[str, ...] = ()) -> Path:
     """Run onnx2tf on ``onnx_path`` into ``work`` (SavedModel + ``*_float32.tflite``/``*_float16.tflite``,
     and with ``int8_io`` the full-integer ``*_integer_quant.tflite`` with that I/O dtype), in its
     own process (:func:`edgekit.isolated.run_tool`). The build's and the tests' one driver.
 
     ``calibration`` maps every ONNX input name, in input order, to samples ``[N, 1, ...]``; they are
     handed over as ``-cind`` (mean 0, std 1), and the sample file onnx2tf would download for RGB
-    inputs is written from them, so onnx2tf never goes online. ``exact_samples``: each value is
-    one input exactly as the graph takes it (its shape and dtype, no layout change; the LLM
-    decoder's int64 ids and 4-D caches); ``extra_args`` go to onnx2tf as given. Returns ``work``.
+    inputs is written from them, so onnx2tf never goes online. ``extra_args`` go to onnx2tf as
+    given. Returns ``work``.
     """
     from edgekit.isolated import run_tool
 
@@ -86,7 +85,7 @@ def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str,
     args = ["-i", str(onnx_path), "-o", str(out), "-coion", "-n", "-rtpo", "Erf", *extra_args]
     for index, (name, samples) in enumerate(calibration.items()):
         path = out / f"calib_{index}.npy"
-        np.save(path, samples if exact_samples else nhwc(samples.astype(np.float32)))
+        np.save(path, nhwc(samples.astype(np.float32)))
         args += ["-cind", name, str(path), "0.0", "1.0"]
     if int8_io:
         quant_io = int8_io if int8_io != "float32" else "int8"  # float I/O file is written either way
