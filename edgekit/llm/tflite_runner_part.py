@@ -46,6 +46,7 @@ class TFLiteKVDecoder:
         self.key = np.zeros(shape, np.float32)
         self.value = np.zeros(shape, np.float32)
         self._runners = {name: self.interpreter.get_signature_runner(name) for name in ("prefill", "decode")}
+        self.vocab = int(self._runners["decode"].get_output_details()["logits"]["shape"][-1])
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -72,7 +73,7 @@ class TFLiteKVDecoder:
             if wanted:
                 parts.append(logits)
         if not parts:
-            return np.zeros((0, 0), np.float32)
+            return np.zeros((0, self.vocab), np.float32)
         return np.concatenate(parts)
 
     def _run(self, ids: list, past_len: int, rows: list) -> np.ndarray:
