@@ -66,14 +66,15 @@ def dynamic_range_cli() -> None:
 
 
 def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str, np.ndarray], *,
-                 int8_io: str | None = None) -> Path:
+                 int8_io: str | None = None, extra_args: tuple[str, ...] = ()) -> Path:
     """Run onnx2tf on ``onnx_path`` into ``work`` (SavedModel + ``*_float32.tflite``/``*_float16.tflite``,
     and with ``int8_io`` the full-integer ``*_integer_quant.tflite`` with that I/O dtype), in its
     own process (:func:`edgekit.isolated.run_tool`). The build's and the tests' one driver.
 
     ``calibration`` maps every ONNX input name, in input order, to samples ``[N, 1, ...]``; they are
     handed over as ``-cind`` (mean 0, std 1), and the sample file onnx2tf would download for RGB
-    inputs is written from them, so onnx2tf never goes online. Returns ``work``.
+    inputs is written from them, so onnx2tf never goes online. ``extra_args`` go to onnx2tf as
+    given. Returns ``work``.
     """
     from edgekit.isolated import run_tool
 
@@ -81,7 +82,7 @@ def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str,
     out.mkdir(parents=True, exist_ok=True)
     # -rtpo Erf: GELU's Erf has no TFLite builtin (it becomes a Flex op no runtime here has);
     # onnx2tf's pseudo-op rewrite expresses it in builtins instead
-    args = ["-i", str(onnx_path), "-o", str(out), "-coion", "-n", "-rtpo", "Erf"]
+    args = ["-i", str(onnx_path), "-o", str(out), "-coion", "-n", "-rtpo", "Erf", *extra_args]
     for index, (name, samples) in enumerate(calibration.items()):
         path = out / f"calib_{index}.npy"
         np.save(path, nhwc(samples.astype(np.float32)))
