@@ -108,7 +108,7 @@ def _export_saved_model(folder: Path, work: Path, options: LlmTFLiteOptions) -> 
     for name, tokens in signature_tokens(options).items():
         shapes = ExportShapes(tokens=tokens, past=options.context, logits=tokens, dynamic=False)
         onnx_path = work / f"{name}.onnx"  # onnx2tf names its files by this stem
-        export_decoder(decoder, onnx_path, opset=options.opset, shapes=shapes)
+        export_decoder(decoder, onnx_path, opset=options.opset, shapes=shapes, fused=False)
         with torch.no_grad():
             samples = {k: v.numpy()[None] for k, v in zip(INPUTS, example_inputs(decoder, shapes))}
         # -kat: the caches are 4-D; without it onnx2tf would take them for NCHW images and transpose.

@@ -8,7 +8,7 @@ import torch
 
 from edgekit.llm.model import MASKED, load_decoder
 from edgekit.llm.tflite import LlmTFLiteOptions, convert_decoder_tflite
-from edgekit.llm.tflite_runner_part import TFLiteKVDecoder
+from edgekit.runner.edgekit_runner import TFLiteDecoder
 
 from tiny_models import tiny_llama_folder
 
@@ -24,8 +24,9 @@ def built(tmp_path_factory):
                                        options=LlmTFLiteOptions(precision=p, prefill_chunk=CHUNK, context=CONTEXT))
              for p in ("fp32", "int8_dynamic")}
     config, decoder = load_decoder(folder, CONTEXT)
+    decoder.fused = False  # eager torch in plain ops (the same math, faster than torch.onnx.ops' reference kernels)
     llm = {"layers": config.layers, "kv_heads": config.kv_heads, "head_dim": config.head_dim,
-           "context": CONTEXT, "prefill_chunk": CHUNK}
+           "context": CONTEXT, "prefill_chunk": CHUNK, "vocab": config.vocab}
     return files, decoder, llm
 
 
@@ -63,7 +64,9 @@ def _tflite_greedy(runner, prompt, steps):
 
 def test_one_file_two_static_signatures_sharing_weights(built):
     files, decoder, _ = built
-    interpreter = TFLiteKVDecoder(str(files["fp32"]), built[2]).interpreter
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(files["fp32"]))
     assert sorted(interpreter.get_signature_list()) == ["decode", "prefill"]
     shapes = {n: interpreter.get_signature_runner(n).get_input_details()["attention_bias"]["shape"].tolist()
               for n in ("prefill", "decode")}
@@ -75,7 +78,7 @@ def test_one_file_two_static_signatures_sharing_weights(built):
 
 def test_prefill_and_decode_match_torch(built):
     files, decoder, llm = built
-    runner = TFLiteKVDecoder(str(files["fp32"]), llm, threads=2)
+    runner = TFLiteDecoder.from_file(files["fp32"], llm, threads=2)
     rows = list(range(len(PROMPT)))
     c = decoder.config
     empty = torch.zeros(0, c.layers, c.kv_heads, c.head_dim)
@@ -93,13 +96,13 @@ def test_prefill_and_decode_match_torch(built):
 
 def test_greedy_tokens_equal_torch_for_16_steps(built):
     files, decoder, llm = built
-    assert _tflite_greedy(TFLiteKVDecoder(str(files["fp32"]), llm, threads=2), PROMPT, 16) == \
+    assert _tflite_greedy(TFLiteDecoder.from_file(files["fp32"], llm, threads=2), PROMPT, 16) == \
         _torch_greedy(decoder, PROMPT, 16)
 
 
 def test_int8_dynamic_is_close(built):
     files, decoder, llm = built
-    runner = TFLiteKVDecoder(str(files["int8_dynamic"]), llm, threads=2)
+    runner = TFLiteDecoder.from_file(files["int8_dynamic"], llm, threads=2)
     c = decoder.config
     empty = torch.zeros(0, c.layers, c.kv_heads, c.head_dim)
     ref, _, _ = _torch_step(decoder, PROMPT, empty, empty.clone(), [len(PROMPT) - 1])

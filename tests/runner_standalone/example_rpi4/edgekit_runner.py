@@ -924,14 +924,59 @@ class OrtDecoder(Decoder):
         return logits
 
 
+class TFLiteDecoder(Decoder):
+    """A KV-contract ``.tflite`` (edgekit.llm.tflite) with static signatures: ``prefill`` takes
+    T = prefill_chunk tokens, ``decode`` T = 1; both read the whole cache buffer (P = context)
+    with an ``attention_bias`` masking the rows not yet written. A short chunk is padded at its
+    end: padded queries come after the real ones, so the causal mask keeps them out of the real
+    rows, and their keys are never written to the cache."""
+
+    def __init__(self, interp: Any, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.runners = {name: interp.get_signature_runner(name) for name in ("prefill", "decode")}
+
+    @classmethod
+    def from_file(cls, path: Path, spec: dict[str, Any], threads: int = 1,
+                  delegate: str = "xnnpack") -> TFLiteDecoder:
+        mod, _, _ = import_tflite()
+        return cls(TFLiteBackend(mod, path, threads, delegate).interp, spec)
+
+    def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
+        self.check_span(len(ids), past_len)
+        parts = []
+        for start in range(0, len(ids), self.prefill_chunk):
+            piece = [int(i) for i in ids[start:start + self.prefill_chunk]]
+            wanted = [int(r) - start for r in logit_rows if start <= int(r) < start + len(piece)]
+            logits = self.run_signature(piece, past_len + start, wanted)
+            if wanted:
+                parts.append(logits)
+        return np.concatenate(parts) if parts else np.zeros((0, self.vocab), np.float32)
+
+    def run_signature(self, ids: list[int], past_len: int, rows: list[int]) -> np.ndarray:
+        """One signature call on at most one chunk; writes its real rows into the cache."""
+        n = len(ids)
+        t = 1 if n == 1 else self.prefill_chunk
+        bias = np.full((t, self.context + t), MASKED, np.float32)
+        bias[:, :past_len] = 0.0
+        bias[:, self.context:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
+        # padded rows sit past the real ones; their positions are clamped into the RoPE table
+        positions = np.minimum(np.arange(past_len, past_len + t), self.context - 1)
+        out = self.runners["decode" if t == 1 else "prefill"](
+            input_ids=np.asarray([ids + [0] * (t - n)], np.int64), position_ids=positions[None].astype(np.int64),
+            attention_bias=bias, past_key=self.key, past_value=self.value,
+            logit_positions=np.asarray((rows + [rows[-1] if rows else 0] * t)[:t], np.int64))
+        self.key[past_len:past_len + n] = out["key"][:n]
+        self.value[past_len:past_len + n] = out["value"][:n]
+        return np.asarray(out["logits"][:len(rows)], np.float32)
+
+
 def open_decoder(args: argparse.Namespace, manifest: dict[str, Any], art: dict[str, Any],
                  path: Path, spec: dict[str, Any]) -> tuple[Decoder, dict[str, Any], float]:
-    """(decoder, runtime info, init ms), threads and provider chosen as for tensor artifacts.
-    A TFLite decoder (static prefill/decode signatures) plugs in here beside OrtDecoder."""
-    if art.get("format") == "tflite" or path.suffix == ".tflite":
-        raise RunnerError(f"{art.get('file')}: this runner has no TFLite LLM decoder yet: run "
-                          f"an .onnx or .ort artifact (--artifact)", EXIT_RUNTIME)
+    """(decoder, runtime info, init ms), threads, provider and delegate chosen as for tensor
+    artifacts."""
     backend, info, init_ms = open_backend(args, manifest, art, path)
+    if isinstance(backend, TFLiteBackend):
+        return TFLiteDecoder(backend.interp, spec), info, init_ms
     ort, _, _ = import_ort()
     return OrtDecoder(ort, backend.sess, spec), info, init_ms
 
