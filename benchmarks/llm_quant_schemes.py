@@ -28,10 +28,11 @@ PROMPTS = ("The capital of France is", "def fibonacci(n):", "Water boils at",
            "The three primary colors are")
 SCHEMES = {
     "int8 (8-bit sym RTN, acc 4)": QuantOptions(bits=8, scheme="rtn_sym"),
+    "exact Q4_1 grid + fp32 head (acc 3)": QuantOptions(scheme="grid", accuracy_level=3, head_bits=0),
+    "exact Q4_1 grid + int8 head (acc 3)": QuantOptions(scheme="grid", accuracy_level=3),
     "int4 RTN baseline (asym min-max, acc 4)": QuantOptions(scheme="rtn", max_ratio=0.0),
     "int4 search (acc 4)": QuantOptions(),
     "int4 search (acc 3)": QuantOptions(accuracy_level=3),
-    "int4 search, no int8 promotion (acc 4)": QuantOptions(max_ratio=0.0),
 }
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BlockQuant", "quantize_rtn", "quantize_search", "dequantize", "weighted_error", "pack"]
+__all__ = ["BlockQuant", "quantize_rtn", "quantize_search", "quantize_grid", "dequantize", "weighted_error", "pack"]
 
 # the candidates' range shrink factors: clipping a block's outliers often lowers its error
 SHRINKS = (1.0, 0.96, 0.92, 0.88, 0.84, 0.8)
@@ -39,6 +39,8 @@ class BlockQuant:
     block: int
     # how many blocks took each candidate (the search's record; RTN has one entry)
     picks: tuple[tuple[str, int], ...] = ()
+    # per-block float offsets [N, KB] added to s * (q - z) (``quantize_grid``), applied in the graph
+    offsets: np.ndarray | None = None
 
 
 def _blocks(w: np.ndarray, block: int) -> np.ndarray:
@@ -125,11 +127,30 @@ def _refit_scale(b: np.ndarray, d: np.ndarray, s: np.ndarray, z: np.ndarray, q: 
     return np.where(better & (fit > 0), fit, s).astype(np.float32)
 
 
+def quantize_grid(w: np.ndarray, bits: int, block: int) -> BlockQuant | None:
+    """The source's own grid ``w = d * q + m`` (GGUF Q4_1: d = (max - min) / 15, m = min), or
+    ``None`` if ``w`` is not on one. Stored as symmetric codes (the kernel's default zero point)
+    plus a per-block float offset ``m + 2^(b-1) d`` that the graph adds as
+    ``blocksum(x) @ offsets``: exact weights with the fast integer-zero-point kernel."""
+    b = _blocks(w.astype(np.float32), block)
+    lo, top = b.min(-1), (1 << bits) - 1
+    d = _safe((b.max(-1) - lo) / top)
+    q = np.rint((b - lo[..., None]) / d[..., None])
+    if np.abs(q * d[..., None] + lo[..., None] - b).max(initial=0) > 1e-3 * float(d.min(initial=1)):
+        return None
+    mid = 1 << (bits - 1)
+    return BlockQuant(q.astype(np.uint8).reshape(w.shape), d, None, bits, block, (("grid", d.size),),
+                      (lo + mid * d).astype(np.float32))
+
+
 def dequantize(bq: BlockQuant) -> np.ndarray:
     n, k = bq.q.shape
     z = bq.zeros if bq.zeros is not None else np.full(bq.scales.shape, 1 << (bq.bits - 1), np.uint8)
     codes = _blocks(bq.q.astype(np.float32), bq.block) - z[..., None].astype(np.float32)
-    return (codes * bq.scales[..., None]).reshape(n, k)
+    blocks = codes * bq.scales[..., None]
+    if bq.offsets is not None:
+        blocks = blocks + bq.offsets[..., None]
+    return blocks.reshape(n, k)
 
 
 def weighted_error(w: np.ndarray, approx: np.ndarray, diag: np.ndarray) -> float:

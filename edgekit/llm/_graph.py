@@ -103,6 +103,7 @@ class Rewrite:
         self.nodes: dict[str, list[Any]] = {}
         self.tensors: list[Any] = []
         self.drop: set[str] = set()
+        self.blocksums: set[str] = set()
 
     def store(self, bq: BlockQuant, prefix: str, flat: bool) -> list[str]:
         """Add the packed tensors; returns [B, scales(, zero points)] names."""
@@ -128,11 +129,36 @@ def _node(model: Any, name: str) -> Any:
     return next(n for n in model.graph.node if n.name == name)
 
 
+def _offset_nodes(rw: Rewrite, name: str, activation: str, bq: BlockQuant, out: str) -> list[Any]:
+    """``out = partial + blocksum(x) @ offsets^T``; the block sums of one activation are shared."""
+    from onnx import helper, numpy_helper
+
+    n, k = bq.q.shape
+    sums = f"{activation}_blocksum{bq.block}"
+    nodes = []
+    if sums not in rw.blocksums:
+        rw.blocksums.add(sums)
+        rw.tensors.extend([numpy_helper.from_array(np.array([-1, k // bq.block, bq.block], np.int64), f"{sums}_shape"),
+                           numpy_helper.from_array(np.array([-1], np.int64), f"{sums}_axis")])
+        nodes += [helper.make_node("Reshape", [activation, f"{sums}_shape"], [f"{sums}_blocks"], name=f"{sums}_reshape"),
+                  helper.make_node("ReduceSum", [f"{sums}_blocks", f"{sums}_axis"], [sums], name=sums, keepdims=0)]
+    rw.tensors.append(numpy_helper.from_array(np.ascontiguousarray(bq.offsets.T), f"{name}_offsets"))
+    return nodes + [helper.make_node("MatMul", [sums, f"{name}_offsets"], [f"{name}_offset_out"], name=f"{name}_offset"),
+                    helper.make_node("Add", [f"{name}_partial", f"{name}_offset_out"], [out], name=f"{name}_add")]
+
+
+def _matmul_nodes(rw: Rewrite, name: str, activation: str, bq: BlockQuant, out: str, accuracy_level: int) -> list[Any]:
+    names = rw.store(bq, name, flat=True)
+    if bq.offsets is None:
+        return [_nbits_node(name, [activation, *names], out, bq, accuracy_level)]
+    return [_nbits_node(name, [activation, *names], f"{name}_partial", bq, accuracy_level),
+            *_offset_nodes(rw, name, activation, bq, out)]
+
+
 def replace_matmul(rw: Rewrite, model: Any, site: WeightSite, bq: BlockQuant, accuracy_level: int) -> None:
-    """``MatMul(x, W)`` -> ``MatMulNBits(x, B, scales, zp)``; W's initializer is dropped."""
-    names = rw.store(bq, site.weight, flat=True)
+    """``MatMul(x, W)`` -> ``MatMulNBits(x, B, scales, zp)`` (+ the grid offsets); W is dropped."""
     out = _node(model, site.node).output[0]
-    rw.nodes[site.node] = [_nbits_node(site.node, [site.activation, *names], out, bq, accuracy_level)]
+    rw.nodes[site.node] = _matmul_nodes(rw, site.node, site.activation, bq, out, accuracy_level)
     rw.drop.add(site.weight)
 
 
@@ -164,12 +190,13 @@ def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, a
 def concat_rows(parts: list[BlockQuant]) -> BlockQuant:
     """One weight whose output rows are ``parts``' rows in order (same bits, block, zero points)."""
     zeros = None if parts[0].zeros is None else np.concatenate([p.zeros for p in parts])
+    offsets = None if parts[0].offsets is None else np.concatenate([p.offsets for p in parts])
     picks: dict[str, int] = {}
     for p in parts:
         for name, count in p.picks:
             picks[name] = picks.get(name, 0) + count
     return BlockQuant(np.concatenate([p.q for p in parts]), np.concatenate([p.scales for p in parts]), zeros,
-                      parts[0].bits, parts[0].block, tuple(sorted(picks.items())))
+                      parts[0].bits, parts[0].block, tuple(sorted(picks.items())), offsets)
 
 
 def replace_fused(rw: Rewrite, model: Any, sites: list[WeightSite], parts: list[BlockQuant], accuracy_level: int) -> None:
@@ -180,12 +207,11 @@ def replace_fused(rw: Rewrite, model: Any, sites: list[WeightSite], parts: list[
 
     first = sites[0]
     fused = concat_rows(parts)
-    names = rw.store(fused, f"{first.weight}_fused", flat=True)
     sizes = f"{first.weight}_fused_split"
     rw.tensors.append(numpy_helper.from_array(np.array([p.q.shape[0] for p in parts], np.int64), sizes))
     outputs = [_node(model, s.node).output[0] for s in sites]
     rw.nodes[first.node] = [
-        _nbits_node(f"{first.node}_fused", [first.activation, *names], f"{first.node}_fused_out", fused, accuracy_level),
+        *_matmul_nodes(rw, f"{first.node}_fused", first.activation, fused, f"{first.node}_fused_out", accuracy_level),
         helper.make_node("Split", [f"{first.node}_fused_out", sizes], outputs, name=f"{first.node}_split", axis=-1)]
     for s in sites[1:]:
         rw.nodes[s.node] = []

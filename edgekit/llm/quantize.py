@@ -8,7 +8,9 @@ Schemes (``QuantOptions.scheme``):
   ``rtn``: asymmetric min-max round-to-nearest, the math of ORT's ``DefaultWeightOnlyQuantConfig``
   (the baseline); ``rtn_sym``: symmetric RTN; ``search``: per block, the least activation-weighted
   error (weights ``diag(X^T X)`` of the calibration activations, ``activation_diags``) among
-  shrunk min-max and symmetric candidates, RTN included, so never worse than RTN by that measure.
+  shrunk min-max and symmetric candidates, RTN included, so never worse than RTN by that measure;
+  ``grid``: a matrix already on a ``d * q + m`` block grid (GGUF Q4_1) is stored exactly (codes and
+  scales in ``MatMulNBits``, the offsets ``m`` as ``blocksum(x) @ M``), others fall back to search.
 With ``bits=4`` the matrices whose weighted error stands out (``promote_factor`` x the median) go
 to 8 bits while the artifact stays under ``max_ratio`` of the fp32 file.
 
@@ -32,7 +34,7 @@ from edgekit.llm._graph import Rewrite, replace_fused, replace_matmul, replace_t
 
 __all__ = ["QuantOptions", "LayerChoice", "QuantReport", "activation_diags", "quantize_onnx", "text_windows"]
 
-SCHEMES = ("search", "rtn", "rtn_sym")
+SCHEMES = ("search", "rtn", "rtn_sym", "grid")
 
 
 class QuantizeError(EdgekitError):
@@ -47,14 +49,14 @@ class QuantOptions:
     block_size: int = 32
     scheme: str = "search"
     accuracy_level: int = 4  # MatMulNBits' level for the projections (4 = int8 activations)
-    head_bits: int = 8  # the tied embedding / LM head
+    head_bits: int = 8  # the tied embedding / LM head; 0 keeps it fp32
     head_accuracy_level: int = 4  # 8-bit MatMulNBits is fast only at level 4 on ORT 1.32 CPU
     max_ratio: float = 0.20  # int8 promotions stop at this fraction of the fp32 file's bytes
     promote_factor: float = 2.0  # promote a 4-bit matrix whose weighted error > this x the median
     fuse: bool = True  # one MatMulNBits per group of same-input, same-bits matrices (q/k/v, gate/up)
 
     def check(self, has_diags: bool) -> None:
-        if self.bits not in (4, 8) or self.head_bits not in (4, 8):
+        if self.bits not in (4, 8) or self.head_bits not in (0, 4, 8):
             raise QuantizeError(f"bits {self.bits}/{self.head_bits} are not supported", "use 4 or 8")
         if self.scheme not in SCHEMES:
             raise QuantizeError(f"unknown scheme {self.scheme!r}", f"use one of {', '.join(SCHEMES)}")
@@ -149,7 +151,9 @@ def activation_diags(model_path: Path, windows: Sequence[Sequence[int]], threads
 
 
 def _quantize(w_nk: np.ndarray, bits: int, opts: QuantOptions, diag: np.ndarray | None):
-    if opts.scheme == "search":
+    if opts.scheme == "grid" and (grid := bqm.quantize_grid(w_nk, bits, opts.block_size)) is not None:
+        return grid
+    if opts.scheme in ("search", "grid") and diag is not None:
         return bqm.quantize_search(w_nk, bits, opts.block_size, diag)
     return bqm.quantize_rtn(w_nk, bits, opts.block_size, symmetric=opts.scheme == "rtn_sym")
 
@@ -179,7 +183,7 @@ def _plan(model: Any, opts: QuantOptions, diags: dict[str, np.ndarray] | None, b
         diag = diags.get(site.activation) if diags else None
         bq = _quantize(w, opts.bits, opts, diag)
         plan.append([site, w, diag, bq, _choice(site.weight, w, bq, opts.scheme, diag)])
-    if opts.bits == 4:
+    if opts.bits == 4 and opts.scheme != "grid":  # the grid is exact: nothing to promote
         _promote(plan, opts, budget)
     return [(site, bq, choice) for site, _, _, bq, choice in plan]
 
@@ -209,7 +213,7 @@ def quantize_onnx(src: Path, dst: Path, options: QuantOptions = QuantOptions(),
     options.check(diags is not None)
     model = onnx.load(str(src))
     fp32_bytes = Path(src).stat().st_size
-    head = tied_head(model)
+    head = tied_head(model) if options.head_bits else None
     head_w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == head.weight)) if head else None
     head_bytes = _packed_bytes(head_w.shape, options.head_bits, options.block_size, False) if head else 0
     plan = _plan(model, options, diags, int(options.max_ratio * fp32_bytes) - head_bytes - _other_bytes(model))
@@ -234,12 +238,13 @@ def quantize_onnx(src: Path, dst: Path, options: QuantOptions = QuantOptions(),
 
 
 def _groups(plan: list, fuse: bool) -> list[list]:
-    """Plan entries by (activation, bits) in graph order; singletons unless ``fuse``."""
+    """Plan entries by activation and storage kind, in graph order; singletons unless ``fuse``."""
     if not fuse:
         return [[entry] for entry in plan]
     groups: dict[tuple[str, int], list] = {}
     for entry in plan:
-        groups.setdefault((entry[0].activation, entry[1].bits), []).append(entry)
+        bq = entry[1]
+        groups.setdefault((entry[0].activation, bq.bits, bq.zeros is None, bq.offsets is None), []).append(entry)
     return list(groups.values())
 
 

@@ -104,3 +104,33 @@ def test_search_without_calibration_is_a_one_line_error(fp32: Path, tmp_path: Pa
     with pytest.raises(QuantizeError, match="calibration activations"):
         quantize_onnx(fp32, tmp_path / "x.onnx", QuantOptions(scheme="search"))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _grid_matrix(rng: np.random.Generator, k: int, n: int) -> np.ndarray:
+    """[K, N] on a GGUF Q4_1 grid: per output column, blocks of 32 inputs at d * q + min."""
+    w = rng.standard_normal((n, k // 32, 32)).astype(np.float32)
+    lo, d = w.min(-1, keepdims=True), (w.max(-1, keepdims=True) - w.min(-1, keepdims=True)) / 15
+    return (np.rint((w - lo) / d) * d + lo).reshape(n, k).T.copy()
+
+
+def test_grid_weights_come_back_exactly(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w0": _grid_matrix(rng, 64, 96), "w1": _grid_matrix(rng, 64, 32), "w2": rng.standard_normal((96, 64))}
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"], name="m0"), helper.make_node("MatMul", ["x", "w1"], ["b"], name="m1"),
+             helper.make_node("MatMul", ["a", "w2"], ["c"], name="m2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 64])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "bc"],
+                              [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    report = quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx",
+                           QuantOptions(scheme="grid", head_bits=0, accuracy_level=3, max_ratio=0.0))
+    assert [dict(layer.picks) for layer in report.layers][:2] == [{"grid": 192}, {"grid": 64}]
+    assert report.layers[0].error < 1e-12 and report.layers[2].error > 1e-4  # w2 is off-grid: RTN fallback
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["b"], {"x": x})[0]
+    out = ort.InferenceSession(str(tmp_path / "q.onnx")).run(["b"], {"x": x})[0]
+    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
