@@ -132,6 +132,21 @@ def _table(rows: dict, fp32: dict) -> str:
     return "\n".join(lines)
 
 
+def layer_summary(layers: dict) -> str:
+    """Per scheme: which matrices are 8-bit, the weighted error beside RTN's, the block picks."""
+    lines = ["| artifact | 8-bit matrices | sum weighted error (chosen / RTN) | block picks |", "|---|---|---|---|"]
+    for name, rows in layers.items():
+        wide = [r["name"] for r in rows if r["bits"] == 8]
+        picks: dict[str, int] = {}
+        for r in rows:
+            for k, v in r["picks"].items():
+                picks[k] = picks.get(k, 0) + v
+        top = ", ".join(f"{k} {v}" for k, v in sorted(picks.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"| {name} | {len(wide)}: {', '.join(wide[:6])}{' ...' if len(wide) > 6 else ''} | "
+                     f"{sum(r['error'] for r in rows):.4f} / {sum(r['rtn_error'] for r in rows):.4f} | {top} |")
+    return "\n".join(lines)
+
+
 def _build(args, diags) -> dict[str, tuple[Path, object]]:
     built = {}
     for i, (name, opts) in enumerate(SCHEMES.items()):
@@ -176,7 +191,7 @@ def _write(rows: dict, built: dict, load: dict, tokens: int) -> None:
     out = ROOT / "benchmarks/results/llm_quant_schemes"
     meta = {"heldout_tokens": tokens, "loadavg": load, "cpu_flags": _cpu(), "threads": 2}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": clean, "layers": layers}, indent=1) + "\n")
-    md = (f"# LLM weight-only quantization, SmolLM2-135M-Instruct (ORT CPU)\n\n{table}\n\n"
+    md = (f"# LLM weight-only quantization, SmolLM2-135M-Instruct (ORT CPU)\n\n{table}\n\n{layer_summary(layers)}\n\n"
           f"held-out tokens: {tokens}; load average before {load['before']}, after {load['after']} "
           f"(2 shared cores); CPU flags: {meta['cpu_flags']}\n")
     out.with_suffix(".md").write_text(md)
