@@ -194,6 +194,10 @@ class LlmConfig:
     tflite_precisions: tuple[Precision, ...] = ()
     ort_format: StrictBool = True
     int4_block_size: Count = 32
+    #: ``search`` (calibration-aware, edgekit.llm.quantize), ``rtn``, ``rtn_sym`` or ``grid``
+    int4_scheme: Literal["search", "rtn", "rtn_sym", "grid"] = "search"
+    #: the int4 artifact's byte budget (fraction of fp32) within which outlying matrices stay int8
+    int4_max_ratio: Fraction = 0.2
     golden_prompts: Count = 16
     golden_new_tokens: Count = 32
     tolerance: dict[Precision, LlmTolerance] = dataclasses.field(default_factory=dict)

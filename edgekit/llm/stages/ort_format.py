@@ -19,4 +19,7 @@ class LlmOrtFormat(Stage):
     def run(self, ctx: BuildContext) -> None:
         for artifact in [a for a in ctx.artifacts if a.format == "onnx"]:
             ort_file = to_ort(ctx, ctx.bundle_dir / artifact.file)
-            ctx.artifacts.append(replace(artifact, file=ort_file.name, format="ort", reference_via=artifact.file))
+            # the same scheme record, without the baselines: they are measured once, beside the .onnx
+            scheme = {k: v for k, v in artifact.quantization.items() if k != "baselines"}
+            ctx.artifacts.append(replace(artifact, file=ort_file.name, format="ort", reference_via=artifact.file,
+                                         quantization=scheme))

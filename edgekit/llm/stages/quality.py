@@ -7,13 +7,17 @@ from the torch model through the same runner functions.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from edgekit.context import BuildContext
+from edgekit.llm.stages.bundle import llm_facts
 from edgekit.llm.stages.prompts import original
-from edgekit.llm.stages.verify import judging_decoder
-from edgekit.runner.edgekit_runner import golden_metrics, teacher_forced
+from edgekit.llm.stages.verify import host_threads, judging_decoder
+from edgekit.runner.edgekit_runner import OrtDecoder, golden_metrics, reference_model, semantics, teacher_forced
 from edgekit.stages.base import Stage
+from edgekit.stages.verify import device_facts
 
 
 def agreement(predicted: list[int], reference: list[int]) -> float:
@@ -31,6 +35,12 @@ def figures(decoder: Any, tokens: list[int], heldout: dict, reference: dict | No
     return out, scored
 
 
+def baseline_decoder(ctx: BuildContext, artifact: Any, path: Path) -> Any:
+    """A baseline file (not shipped) under the arithmetic that judges ``artifact``."""
+    reference = semantics(device_facts(ctx), asdict(artifact)) == "reference"
+    return OrtDecoder.from_file(reference_model(path) if reference else path, llm_facts(ctx), threads=host_threads(ctx))
+
+
 class LlmQuality(Stage):
     name = "quality"
     description = "perplexity, next-token agreement and continuations on held-out text"
@@ -42,5 +52,9 @@ class LlmQuality(Stage):
         for artifact in ctx.artifacts:
             ctx.reporter.info(f"quality of {artifact.file}")
             per_artifact[artifact.file] = figures(judging_decoder(ctx, artifact), llm.heldout_text, heldout, reference)[0]
+            for name, baseline in (artifact.quantization.get("baselines") or {}).items():
+                ctx.reporter.info(f"quality of the {name} baseline of {artifact.file} (not shipped)")
+                decoder = baseline_decoder(ctx, artifact, Path(baseline.pop("file")))
+                baseline.update(figures(decoder, llm.heldout_text, heldout, reference)[0])
         ctx.accuracy = {"metric": "perplexity", "split": "heldout", "reference": reference_figures,
                         "artifacts": per_artifact}

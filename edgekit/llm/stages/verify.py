@@ -15,7 +15,7 @@ from typing import Any
 from edgekit.context import Artifact, BuildContext
 from edgekit.errors import ConversionError, VerificationError
 from edgekit.llm.stages.bundle import llm_facts
-from edgekit.runner.edgekit_runner import OrtDecoder, golden_metrics, llm_broken_bounds, reference_model, semantics
+from edgekit.runner.edgekit_runner import OrtDecoder, TFLiteDecoder, golden_metrics, llm_broken_bounds, reference_model, semantics
 from edgekit.stages.base import Stage
 from edgekit.stages.verify import device_facts, reference_source
 from edgekit.verify.rule import int8_isa
@@ -31,10 +31,13 @@ def open_decoder(ctx: BuildContext, artifact: Artifact, reference: bool) -> Any:
     file = reference_source(artifact)[0] if reference else artifact.file
     path = ctx.bundle_dir / file
     try:
+        if artifact.format == "tflite":  # always judged by the kernels (semantics)
+            return TFLiteDecoder.from_file(path, llm_facts(ctx), threads=host_threads(ctx))
         return OrtDecoder.from_file(reference_model(path) if reference else path, llm_facts(ctx), threads=host_threads(ctx))
     except Exception as exc:  # onnxruntime raises Fail, InvalidGraph, RuntimeError ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConversionError(f"{file} does not run in onnxruntime: {first}",
+        runtime = "LiteRT" if artifact.format == "tflite" else "onnxruntime"
+        raise ConversionError(f"{file} does not run in {runtime}: {first}",
                               "disable that precision in the profile's [llm] table") from None
 
 
