@@ -16,7 +16,7 @@ from edgekit.pipeline import build
 from tests.tiny_models import tiny_llama_folder
 
 
-def tiny_profile(path):
+def tiny_profile(path, tflite: bool = True):
     """rpi4 with the TFLite decoder too, a 64-token context, and verdict bounds for a random 2-layer
     model: its near-tied logits flip greedy tokens that a trained model keeps (SmolLM2's bounds are
     rpi4's own, checked in test_smollm2.py)."""
@@ -24,7 +24,7 @@ def tiny_profile(path):
 
     text = (targets_dir() / "rpi4.toml").read_text()
     edits = {"context = 512": "context = 64", "prefill_chunk = 64": "prefill_chunk = 16",
-             'int4_scheme = "search"': 'int4_scheme = "search"\ntflite_precisions = ["fp32", "int8_dynamic"]',
+             'int4_scheme = "search"': 'int4_scheme = "search"' + ('\ntflite_precisions = ["fp32", "int8_dynamic"]' if tflite else ""),
              "[llm.tolerance.int8]\nmin_token_match = 0.75\nmin_logits_cosine = 0.995":
                  "[llm.tolerance.int8]\nmin_logits_cosine = 0.99",
              "[llm.tolerance.int4]\nmin_token_match = 0.3\nmin_logits_cosine = 0.97":
@@ -86,6 +86,8 @@ def test_quantized_artifacts_figures(tiny_llm_build):
     quality = manifest["accuracy"]["artifacts"]
     assert rtn["perplexity"] > 0 and "file" not in rtn  # measured, and no scratch path in the manifest
     assert quality[int4["file"]]["perplexity"] <= rtn["perplexity"] * 1.02
+    # off-target (rpi4 on x86): judged by the float product on the exactly dequantized weights, what
+    # a Cortex-A72 computes (test_emulated); this host's int8-activation kernels reported beside
     assert int4["verification"]["semantics"] == "reference" and int4["host_kernels"]["judged"] is False
 
 

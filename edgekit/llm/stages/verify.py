@@ -20,6 +20,9 @@ from edgekit.stages.base import Stage
 from edgekit.stages.verify import device_facts, reference_source
 from edgekit.verify.rule import int8_isa
 
+# the ops reference_model rewrites: their arithmetic depends on the CPU's integer kernels
+REWRITTEN = frozenset({"MatMulInteger", "MatMulNBits"})
+
 
 def host_threads(ctx: BuildContext) -> int:
     return max(1, min(ctx.profile.ort.threads, os.cpu_count() or 1))
@@ -41,9 +44,23 @@ def open_decoder(ctx: BuildContext, artifact: Artifact, reference: bool) -> Any:
                               "disable that precision in the profile's [llm] table") from None
 
 
+def judged_by(ctx: BuildContext, artifact: Artifact) -> str:
+    """``kernels`` or ``reference`` (the runner's ``semantics``). Off-target, a graph with nothing
+    for the reference to rewrite (fp32: no MatMulInteger or MatMulNBits, see ``reference_model``)
+    runs the same either way, so it is judged once, by the kernels."""
+    import onnx
+
+    how = semantics(device_facts(ctx), asdict(artifact))
+    if how == "reference" and artifact.format != "tflite":
+        graph = onnx.load(str(ctx.bundle_dir / reference_source(artifact)[0])).graph
+        if not {n.op_type for n in graph.node} & REWRITTEN:
+            return "kernels"
+    return how
+
+
 def judging_decoder(ctx: BuildContext, artifact: Artifact) -> Any:
     """The decoder whose figures judge ``artifact`` (also used for its quality figures)."""
-    return open_decoder(ctx, artifact, semantics(device_facts(ctx), asdict(artifact)) == "reference")
+    return open_decoder(ctx, artifact, judged_by(ctx, artifact) == "reference")
 
 
 class VerifyDecoder(Stage):
@@ -65,7 +82,7 @@ class VerifyDecoder(Stage):
 
     @staticmethod
     def _verify(ctx: BuildContext, artifact: Artifact, golden: dict) -> list[str]:
-        how = semantics(device_facts(ctx), asdict(artifact))
+        how = judged_by(ctx, artifact)
         host = golden_metrics(open_decoder(ctx, artifact, reference=False), golden)
         result = host
         if how == "reference":
