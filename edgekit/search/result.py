@@ -56,12 +56,12 @@ def default_build(options: SearchOptions, split: str) -> dict:
 def finish(options: SearchOptions, chosen: dict) -> dict[str, Any]:
     """Write ``chosen.toml`` and build it into ``out/chosen`` with held-out accuracy."""
     source = options.out / "trials" / f"{chosen['number']:04d}" / "overlay.toml"
+    command = " ".join(filter(None, ["edgekit build", options.model, "--target", options.target, "--overlay chosen.toml"]))
     header = (f"edgekit search: trial {chosen['number']} of {options.out}, target {options.target}, model "
-              f"{options.model or 'the digits example'}\nreproduce: edgekit build {options.model or ''} --target "
-              f"{options.target} --overlay chosen.toml")
+              f"{options.model or 'the digits example'}\nreproduce: {command}\n")
     body = "\n".join(line for line in source.read_text(encoding="utf-8").splitlines() if not line.startswith("#"))
     path = options.out / "chosen.toml"
-    path.write_text(to_toml({}, header) + body.strip() + "\n", encoding="utf-8")
+    path.write_text(to_toml({}, header) + "\n" + body.strip() + "\n", encoding="utf-8")
     manifest = build_with(_job(options), path, options.out / "chosen", "heldout")
     return {"file": str(path), "trial": chosen["number"], "bundle": str(options.out / "chosen"),
             "heldout": measure(manifest), "search": {k: chosen[k] for k in ("quality", "drop_pp", "bytes", "latency_ms")}}

@@ -68,3 +68,15 @@ def test_options_are_checked_before_any_work():
         SearchOptions(target="rpi4", max_drop=MaxDrop.parse("cos:0.99"))
     with pytest.raises(UnsupportedError, match=">= 1"):
         SearchOptions(target="rpi4", trials=0)
+
+
+@pytest.mark.parametrize("args, message", [(["--budget", "soon"], "cannot read --budget 'soon'"),
+                                           (["--max-drop", "cos:0.99"], "search judges classifiers by top-1 only"),
+                                           (["--trials", "0"], "must be >= 1")])
+def test_the_cli_refuses_bad_options_in_one_line(args, message, tmp_path):
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, ["search", "--target", "rpi4", "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("edgekit: error: ") and message in result.output
+    assert not (tmp_path / "s").exists()  # refused before any work
