@@ -77,10 +77,12 @@ def main() -> None:
 @click.option("--verify-on", type=click.Choice(["aarch64", "none"]),
               help="Also verify with the device's ARM kernels under qemu [default: for an aarch64 target when the emulated "
                    "userland is already cached].")
+@click.option("--overlay", type=click.Path(path_type=Path),
+              help="Profile overlay TOML merged over the target profile (e.g. edgekit search's chosen.toml).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
-          recipe_file, max_drop, verify_on, as_json, debug) -> None:
+          recipe_file, max_drop, verify_on, overlay, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2), an .onnx file, or a language model:
@@ -103,13 +105,40 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
                            allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file,
-                           max_drop=bound, verify_on=verify_on)
+                           max_drop=bound, verify_on=verify_on, overlay=overlay)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = failed_artifacts(manifest)
     if failed:
         click.echo(f"edgekit: {len(failed)} artifact(s) failed verification: {', '.join(failed)}", err=True)
         sys.exit(4)
+
+
+@main.command("search")
+@click.argument("model", required=False)
+@click.option("--target", "-t", required=True, help="Profile name (see `edgekit targets`) or path to a .toml file.")
+@click.option("--max-drop", default="0.5pp", show_default=True, help="Top-1 drop the chosen artifact may cost, e.g. 0.5pp.")
+@click.option("--trials", default=20, show_default=True, help="Trials the study holds when the search ends.")
+@click.option("--budget", metavar="TIME", help="No new trial after this time, e.g. 30m, 90s, 1h.")
+@click.option("--workers", default=1, show_default=True, help="Trials built at once (one process each).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("search"), show_default=True, help="Search folder.")
+@click.option("--resume", is_flag=True, help="Continue the study in --out.")
+@click.option("--seed", default=0, show_default=True, help="Sampler and build seed.")
+@click.option("--latency-runs", default=50, show_default=True, help="Timed host runs per artifact in each trial.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def search_cmd(model, target, max_drop, trials, budget, workers, out, resume, seed, latency_runs, as_json, debug) -> None:
+    """Search the schemes the target allows for MODEL (no MODEL: the digits example) with Optuna;
+    write chosen.toml, its bundle and report.html into --out."""
+    from edgekit.budget import MaxDrop
+    from edgekit.search import SearchOptions, parse_budget, search
+    from edgekit.search.report import summary_table
+
+    options = _run(debug, lambda: SearchOptions(target=target, model=model, max_drop=MaxDrop.parse(max_drop), trials=trials,
+                                                 budget_s=parse_budget(budget) if budget else None, workers=workers, out=out,
+                                                 resume=resume, seed=seed, latency_runs=latency_runs))
+    summary = _run(debug, search, options, None if as_json else (lambda line: click.echo(line, err=True)))
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else summary_table(summary, out))
 
 
 @main.group(invoke_without_command=True)

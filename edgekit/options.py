@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from edgekit.budget import MaxDrop
 from edgekit.tensors import TensorSpec
+
+
+class QualitySplit(str, Enum):
+    """Which part of the labelled ``eval`` split the Evaluate stage measures: all of it, or one
+    of its two interleaved halves (``edgekit search`` selects on ``search`` and reports the
+    chosen artifact on ``heldout``, which selection never saw)."""
+
+    ALL = "all"
+    SEARCH = "search"
+    HELDOUT = "heldout"
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class BuildOptions:
             (``aarch64``: the device runtimes' ARM kernels under qemu), recorded as the
             ``arm_emulated`` verdict; ``none`` never does; None (default) does it when the target
             is aarch64 and the emulated userland is already cached (see :mod:`edgekit.device.emulate`).
+        overlay: a profile overlay TOML (``edgekit search``'s ``chosen.toml``) merged over the
+            target profile before validation; None: the profile as it is.
+        quality_split: the part of the held-out ``eval`` split the accuracy is measured on.
     """
 
     target: str
@@ -51,6 +65,8 @@ class BuildOptions:
     recipe_file: Path | None = None
     max_drop: MaxDrop | None = None
     verify_on: str | None = None
+    overlay: Path | None = None
+    quality_split: QualitySplit = QualitySplit.ALL
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

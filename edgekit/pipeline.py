@@ -160,7 +160,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
 
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
-    profile = load_target(options.target)
+    profile = load_target(options.target, options.overlay)
     if _is_llm(options):
         _refuse_llm_recipe(options)
     recipe = None if _is_llm(options) else load_recipe(options)  # a bad recipe is refused before any work

@@ -141,6 +141,11 @@ class ORTInt8:
     #: VNNI saturate in int16
     full_range_features: tuple[StrictStr, ...] = ()
     reduce_range: StrictBool = False
+    #: how activation ranges are calibrated (onnxruntime's CalibrationMethod); ``edgekit search``
+    #: tries all three
+    calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
+    #: calibrate on the first N samples of the calibration split; None: all of them
+    calibration_samples: Count | None = None
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -326,8 +331,29 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
 
 
-def load_target(name_or_path: str | Path) -> TargetProfile:
-    """Load a bundled profile by name (``rpi4``) or any profile file by path."""
+def merge_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay``'s keys laid over it, tables merged key by key (lists replaced)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        inner = merged.get(key)
+        merged[key] = merge_overlay(inner, value) if isinstance(value, dict) and isinstance(inner, dict) else value
+    return merged
+
+
+def read_toml(path: Path, what: str = "target") -> dict[str, Any]:
+    """A parsed TOML file; an unreadable or malformed one is a one-line :class:`TargetError`."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{what} file {path} is not valid TOML: {exc}", "fix the TOML syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{what} file {path} cannot be read: {exc}", "check the file (UTF-8 TOML)") from None
+
+
+def load_target(name_or_path: str | Path, overlay: Path | None = None) -> TargetProfile:
+    """Load a bundled profile by name (``rpi4``) or any profile file by path; ``overlay`` is a
+    profile overlay TOML (e.g. ``edgekit search``'s ``chosen.toml``) merged over it, and the
+    result validated like any profile."""
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith(".toml") or path.is_file()):
@@ -336,13 +362,12 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
             raise TargetError(f"unknown target {text!r}", f"choose one of {', '.join(list_targets())} or pass a .toml file")
     if not path.is_file():
         raise TargetError(f"target file {text} does not exist", "check the path or use a bundled target name")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"target file {path} is not valid TOML: {exc}", "fix the TOML syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TargetError(f"target file {path} cannot be read: {exc}", "check the file (UTF-8 TOML)") from None
-    return parse_target(data, str(path))
+    data = read_toml(path)
+    if overlay is None:
+        return parse_target(data, str(path))
+    if not Path(overlay).is_file():
+        raise TargetError(f"overlay file {overlay} does not exist", "check the --overlay path")
+    return parse_target(merge_overlay(data, read_toml(Path(overlay), "overlay")), f"{path} + {overlay}")
 
 
 def load_all() -> tuple[list[TargetProfile], list[TargetError]]:

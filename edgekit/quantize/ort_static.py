@@ -30,14 +30,19 @@ def scheme_record(scheme: ORTInt8, precision: Precision) -> dict:
     if precision not in (Precision.INT8, Precision.INT8_DYNAMIC):
         return {}
     dynamic = precision == Precision.INT8_DYNAMIC
-    return {"activation_type": "uint8" if dynamic else scheme.activation_type.value, "weight_type": scheme.weight_type.value,
+    # recorded only when not the default, so default builds keep their manifests as they were
+    calibration = {} if dynamic or scheme.calibrate_method == "MinMax" else {"calibrate_method": scheme.calibrate_method}
+    if not dynamic and scheme.calibration_samples is not None:
+        calibration["calibration_samples"] = scheme.calibration_samples
+    return {**calibration, "activation_type": "uint8" if dynamic else scheme.activation_type.value, "weight_type": scheme.weight_type.value,
             "per_channel": True if dynamic else scheme.per_channel, "reduce_range": reduce_range_for(scheme),
             "host_int8_isa": hostinfo.int8_isa()}
 
 
 def quantize_qdq(source: Path, target: Path, samples: dict[str, np.ndarray], scheme: ORTInt8, scratch: Path) -> None:
     """Static QDQ int8 of an image/float model with the profile's scheme, calibrated on ``samples``
-    (``{input_name: [N, 1, ...]}``, MinMax); ``scratch`` holds the preprocessed graph."""
+    (``{input_name: [N, 1, ...]}``; the scheme's method and sample count); ``scratch`` holds the
+    preprocessed graph."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -45,7 +50,9 @@ def quantize_qdq(source: Path, target: Path, samples: dict[str, np.ndarray], sch
     # quant_pre_process runs symbolic shape inference and ORT's graph optimizations so the
     # quantizer sees fused Conv+Relu etc. and places fewer QDQ pairs.
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+    if scheme.calibration_samples is not None:
+        samples = {name: array[:scheme.calibration_samples] for name, array in samples.items()}
     quantize_static(str(prepared), str(target), CalibrationReader(samples),
                     quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
                     activation_type=quant_type(scheme.activation_type.value), weight_type=quant_type(scheme.weight_type.value),
-                    calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range_for(scheme))
+                    calibrate_method=CalibrationMethod[scheme.calibrate_method], reduce_range=reduce_range_for(scheme))

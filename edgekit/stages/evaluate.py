@@ -7,6 +7,7 @@ calibration. lm: perplexity on held-out token windows and next-token agreement w
 from __future__ import annotations
 
 from edgekit.context import BuildContext
+from edgekit.options import QualitySplit
 from edgekit.stages.base import Stage
 from edgekit.stages.calibrate import reference_outputs
 from edgekit.stages.verify import reference_source
@@ -27,6 +28,18 @@ def _artifact_outputs(ctx: BuildContext, samples: dict) -> dict:
     return outputs
 
 
+def _eval_part(ctx: BuildContext) -> tuple[dict, object, str]:
+    """The eval samples, labels and split label of ``options.quality_split``: all, or the even
+    (``search``) or odd (``heldout``) samples, so both halves keep the split's class balance."""
+    cal, part = ctx.calibration, QualitySplit(ctx.options.quality_split)
+    name = "eval" if ctx.task == "classification" else "heldout"
+    if part is QualitySplit.ALL:
+        return cal.eval, cal.eval_labels, name
+    start = 0 if part is QualitySplit.SEARCH else 1
+    labels = None if cal.eval_labels is None else cal.eval_labels[start::2]
+    return {k: v[start::2] for k, v in cal.eval.items()}, labels, f"{name}[{part.value}]"
+
+
 class Evaluate(Stage):
     """Fill ``ctx.accuracy`` for classifiers, embedding models and causal language models."""
 
@@ -41,19 +54,20 @@ class Evaluate(Stage):
 
     def run(self, ctx: BuildContext) -> None:
         cal = ctx.calibration
-        reference = reference_outputs(ctx, cal.eval)[ctx.outputs[0].name]
-        outputs = _artifact_outputs(ctx, cal.eval)
-        base = {"dataset": f"{cal.name}:{'eval' if ctx.task == 'classification' else 'heldout'}", "samples": len(reference)}
+        samples, labels, split = _eval_part(ctx)
+        reference = reference_outputs(ctx, samples)[ctx.outputs[0].name]
+        outputs = _artifact_outputs(ctx, samples)
+        base = {"dataset": f"{cal.name}:{split}", "samples": len(reference)}
         if ctx.task == "classification":
-            ctx.accuracy = {"metric": "top1", **base, "reference": metrics.top1(reference, cal.eval_labels),
-                            "per_artifact": {f: metrics.top1(y, cal.eval_labels) for f, y in outputs.items()}}
+            ctx.accuracy = {"metric": "top1", **base, "reference": metrics.top1(reference, labels),
+                            "per_artifact": {f: metrics.top1(y, labels) for f, y in outputs.items()}}
         elif ctx.task == "embedding":
             cosines = {f: metrics.per_sample_cosine(reference, y) for f, y in outputs.items()}
             ctx.accuracy = {"metric": "embedding_cosine", **base, "reference": 1.0,
                             "per_artifact": {f: float(c.mean()) for f, c in cosines.items()},
                             "min_per_artifact": {f: float(c.min()) for f, c in cosines.items()}}
         else:
-            tokens = cal.eval[ctx.inputs[0].name]
+            tokens = samples[ctx.inputs[0].name]
             ppl = metrics.causal_lm_perplexity(reference, tokens)
             per = {f: metrics.causal_lm_perplexity(y, tokens) for f, y in outputs.items()}
             ctx.accuracy = {"metric": "perplexity", **base, "reference": ppl, "per_artifact": per,

@@ -1,0 +1,70 @@
+"""``edgekit search``: the best artifact for a target within an accuracy budget, found by Optuna.
+
+Each trial is one ordinary build (``edgekit.pipeline.build``) with a profile overlay drawn from
+the space the profile allows (:mod:`edgekit.search.space`); the study lives in SQLite under
+``--out`` (:mod:`edgekit.search.study`); the result is ``chosen.toml``, its bundle and a report
+(:mod:`edgekit.search.result`, :mod:`edgekit.search.html`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgekit.search.options import SearchOptions, parse_budget
+
+__all__ = ["SearchOptions", "parse_budget", "search"]
+
+
+def _default_search(options: SearchOptions) -> dict:
+    """The unchanged profile's best int8, on the search half (built once, kept for ``--resume``)."""
+    from edgekit.search.result import default_build, default_int8
+
+    cached = options.out / "default_search.json"
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    figures = default_int8(default_build(options, "search"))
+    cached.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    return figures
+
+
+def _progress_line(study: Any, started: float, options: SearchOptions) -> str:
+    from edgekit.search.result import trial_rows
+
+    rows = [r for r in trial_rows(study) if r["state"] in ("COMPLETE", "FAIL")]
+    failed = sum(r["state"] == "FAIL" for r in rows)
+    feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
+    best = min(feasible, key=lambda r: (r["bytes"], r["latency_ms"]), default=None)
+    elapsed = time.monotonic() - started
+    left = (options.trials - len(rows)) * elapsed / max(1, len(rows))
+    if options.budget_s is not None:
+        left = min(left, max(0.0, options.budget_s - elapsed))
+    text = "none feasible yet" if best is None else (f"smallest feasible #{best['number']}: {best['bytes'] / 1e3:.1f} KB, "
+                                                     f"{best['latency_ms']:.3f} ms, top-1 {best['quality'] * 100:.2f}%")
+    return f"[search] {len(rows)}/{options.trials} trials done ({failed} failed); {text}; ~{left:.0f}s left"
+
+
+def search(options: SearchOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or ``resume``) the search in ``options.out``; build and verify the chosen artifact,
+    write ``chosen.toml``, ``report.html`` and the plots; return the summary (also ``summary.json``)."""
+    from edgekit.search import html, result
+    from edgekit.search import study as studies
+    from edgekit.targets import load_target
+
+    profile = load_target(options.target)
+    study = studies.open_study(options)
+    default = _default_search(options)
+    say = progress or (lambda line: None)
+    studies.run_study(study, options, profile, lambda s, started: say(_progress_line(s, started, options)))
+    rows = result.trial_rows(study)
+    chosen_row = result.choose(rows, default)
+    summary: dict[str, Any] = {"target": profile.name, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
+                               "trials": rows, "default": {"search": default}, "chosen": None}
+    summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"))
+    if chosen_row is not None:
+        say(f"[search] building the chosen trial #{chosen_row['number']} (held-out accuracy)")
+        summary["chosen"] = result.finish(options, chosen_row)
+    html.write(summary, options.out)
+    (options.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary

@@ -1,0 +1,85 @@
+"""The search space, read from the profile: what each runtime of the target can build.
+
+Each trial picks one runtime and one scheme of it; the choice becomes a profile overlay (the
+keys of ``targets/*.toml``) that turns the other runtime off, so one trial is one ordinary build
+with one quantized artifact. Only what edgekit's quantizers already make is offered.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from edgekit.targets import Precision, TargetProfile
+
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+CALIBRATION_SAMPLES = (16, 32, 64, 128)
+#: the TFLite precisions a trial may pick, when the profile lists or accelerates them
+TFLITE_CHOICES = (Precision.INT8, Precision.INT8_FALLBACK, Precision.FP16)
+
+
+def runtimes(profile: TargetProfile) -> list[str]:
+    """The runtimes a trial may build for: ORT when the profile makes static int8 with it, TFLite
+    when it has a precision of :data:`TFLITE_CHOICES`."""
+    found = []
+    if profile.ort.enabled and Precision.INT8 in profile.ort.precisions:
+        found.append("ort")
+    if profile.tflite.enabled and tflite_precisions(profile):
+        found.append("tflite")
+    return found
+
+
+def tflite_precisions(profile: TargetProfile) -> list[str]:
+    allowed = {*profile.tflite.precisions, *profile.tflite.fast_precisions}
+    return [p.value for p in TFLITE_CHOICES if p in allowed]
+
+
+#: activation/weight type pairs onnxruntime's static quantizer makes (it refuses int8
+#: activations with uint8 weights)
+TYPE_PAIRS = ("int8/int8", "uint8/int8", "uint8/uint8")
+
+
+def int8_types(profile: TargetProfile) -> list[str]:
+    """``activation/weight`` type pairs to try, the profile's own first: the CPU provider runs
+    every pair ORT makes; any other provider (NNAPI rejects int8 activations) only the profile's."""
+    own = f"{profile.ort.int8.activation_type.value}/{profile.ort.int8.weight_type.value}"
+    if profile.ort.provider != "CPUExecutionProvider":
+        return [own]
+    return [own] + [pair for pair in TYPE_PAIRS if pair != own]
+
+
+def suggest(trial: Any, profile: TargetProfile) -> dict[str, Any]:
+    """The profile overlay of an Optuna ``trial``."""
+    runtime = trial.suggest_categorical("runtime", runtimes(profile))
+    if runtime == "tflite":
+        precision = trial.suggest_categorical("tflite_precision", tflite_precisions(profile))
+        return {"ort": {"enabled": False}, "tflite": {"enabled": True, "precisions": [precision]}}
+    activation, weight = trial.suggest_categorical("int8_types", int8_types(profile)).split("/")
+    int8 = {"per_channel": trial.suggest_categorical("per_channel", [True, False]),
+            "activation_type": activation, "weight_type": weight,
+            "calibrate_method": trial.suggest_categorical("calibrate_method", list(CALIBRATION_METHODS)),
+            "calibration_samples": trial.suggest_categorical("calibration_samples", list(CALIBRATION_SAMPLES))}
+    return {"tflite": {"enabled": False}, "ort": {"enabled": True, "precisions": ["int8"], "int8": int8}}
+
+
+def to_toml(overlay: dict[str, Any], header: str = "") -> str:
+    """An overlay as TOML (tables of scalars and lists, which is all an overlay holds)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    _table(overlay, "", lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _table(data: dict[str, Any], prefix: str, lines: list[str]) -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if scalars and prefix:
+        lines.append(f"\n[{prefix}]")
+    lines.extend(f"{key} = {_value(value)}" for key, value in scalars.items())
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _table(value, f"{prefix}.{key}" if prefix else key, lines)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return f'"{value}"' if isinstance(value, str) else repr(value)
