@@ -48,6 +48,17 @@ def run_artifact(ctx: BuildContext, file: str, fmt: str, reference: bool = False
                               "run `edgekit inspect` on the model for unsupported ops, or disable that precision in the profile") from None
 
 
+def settle(ctx: BuildContext, broken: dict[str, list[str]], table: str) -> None:
+    """The build's rule for failed verdicts (tensor and LLM bundles alike): stop with every
+    problem named, or, with ``--allow-drift``, keep the artifacts and say what drifted."""
+    problems = [f"{file}: {'; '.join(items)}" for file, items in broken.items() if items]
+    if problems and not ctx.options.allow_drift:
+        raise VerificationError("verification failed: " + " | ".join(problems),
+                                f"loosen the profile's {table} or pass --allow-drift to keep the artifacts")
+    for problem in problems:
+        ctx.reporter.info(f"drift allowed: {problem}")
+
+
 class Verify(Stage):
     """Compare each artifact's outputs with the reference on the held-out samples."""
 
@@ -55,16 +66,7 @@ class Verify(Stage):
     description = "verifying artifacts against the reference"
 
     def run(self, ctx: BuildContext) -> None:
-        problems = []
-        for artifact in ctx.artifacts:
-            broken = self._verify(ctx, artifact)
-            if broken:
-                problems.append(f"{artifact.file}: {'; '.join(broken)}")
-        if problems and not ctx.options.allow_drift:
-            raise VerificationError("verification failed: " + " | ".join(problems),
-                                    "loosen the profile's [tolerance] or pass --allow-drift to keep the artifacts")
-        for problem in problems:
-            ctx.reporter.info(f"drift allowed: {problem}")
+        settle(ctx, {artifact.file: self._verify(ctx, artifact) for artifact in ctx.artifacts}, "[tolerance]")
 
     @staticmethod
     def _verify(ctx: BuildContext, artifact: Artifact) -> list[str]:

@@ -13,11 +13,11 @@ from dataclasses import asdict
 from typing import Any
 
 from edgekit.context import Artifact, BuildContext
-from edgekit.errors import ConversionError, VerificationError
+from edgekit.errors import ConversionError
 from edgekit.llm.stages.bundle import llm_facts
 from edgekit.runner.edgekit_runner import OrtDecoder, TFLiteDecoder, golden_metrics, llm_broken_bounds, reference_model, semantics
 from edgekit.stages.base import Stage
-from edgekit.stages.verify import device_facts, reference_source
+from edgekit.stages.verify import device_facts, reference_source, settle
 from edgekit.verify.rule import int8_isa
 
 # the ops reference_model rewrites: their arithmetic depends on the CPU's integer kernels
@@ -69,16 +69,7 @@ class VerifyDecoder(Stage):
 
     def run(self, ctx: BuildContext) -> None:
         golden = ctx.llm.golden.to_npz()
-        problems = []
-        for artifact in ctx.artifacts:
-            broken = self._verify(ctx, artifact, golden)
-            if broken:
-                problems.append(f"{artifact.file}: {'; '.join(broken)}")
-        if problems and not ctx.options.allow_drift:
-            raise VerificationError("verification failed: " + " | ".join(problems),
-                                    "loosen the profile's [llm.tolerance] or pass --allow-drift to keep the artifacts")
-        for problem in problems:
-            ctx.reporter.info(f"drift allowed: {problem}")
+        settle(ctx, {artifact.file: self._verify(ctx, artifact, golden) for artifact in ctx.artifacts}, "[llm.tolerance]")
 
     @staticmethod
     def _verify(ctx: BuildContext, artifact: Artifact, golden: dict) -> list[str]:
