@@ -139,7 +139,7 @@ def _staged_build(options: BuildOptions, profile: TargetProfile, out: Path, repo
         raise outdir.location_error(exc, out) from None
     ctx = BuildContext(options, profile, staging / "bundle", staging / "scratch", reporter, recipe=recipe)
     try:
-        _run_stages(ctx, recipe is None and _is_llm(options))
+        _run_stages(ctx, _is_llm(options))
         result = _manifest(ctx)  # while the bundle's files are still where the context says
         shutil.rmtree(ctx.scratch_dir, ignore_errors=True)  # before the rename: frees space, keeps it out of sight
         _replace(ctx.bundle_dir, out)
