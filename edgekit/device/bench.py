@@ -169,7 +169,7 @@ def _llm_row(host: str, r: dict) -> list[str]:
 def _bench_row(host: str, r: dict) -> list[str]:
     rt, lat = r.get("runtime") or {}, r.get("latency_ms") or {}
     mem, cor = r.get("memory_mb") or {}, r.get("correctness") or {}
-    runtime, verdict = _runtime(rt), _verdict(r, cor).removesuffix("*")
+    runtime, verdict = _runtime(rt), _verdict(r, cor)
     return [host, str(r.get("file")), runtime, _num(rt.get("threads"), "d"), _num(lat.get("p50"), ".4g"),
             _num(lat.get("p99"), ".4g"), _num(mem.get("peak_rss"), ".1f"), _num(cor.get("max_abs_err"), ".3g"),
-            _num(cor.get("cosine"), ".5f"), _num(cor.get("top1_agreement"), ".3f"), verdict + ("*" if r.get("emulated") else "")]
+            _num(cor.get("cosine"), ".5f"), _num(cor.get("top1_agreement"), ".3f"), verdict]

@@ -38,6 +38,4 @@ class LlmState:
     golden: Prompts | None = None  # verification prompts (shipped in golden_llm.npz)
     heldout: Prompts | None = None  # quality prompts, never in calibration
     heldout_text: list[int] = field(default_factory=list)  # tokens of the held-out text (perplexity)
-    reference_perplexity: float | None = None
     onnx_fp32: Path | None = None
-    quality: dict = field(default_factory=dict)  # per artifact file

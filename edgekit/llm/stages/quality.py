@@ -13,7 +13,7 @@ from typing import Any
 from edgekit.context import BuildContext
 from edgekit.llm.stages.bundle import llm_facts
 from edgekit.llm.stages.prompts import original
-from edgekit.llm.stages.verify import host_threads, judged_by, judging_decoder
+from edgekit.llm.stages.verify import host_threads, judging_decoder
 from edgekit.runner.edgekit_runner import OrtDecoder, golden_metrics, reference_model, teacher_forced
 from edgekit.stages.base import Stage
 
@@ -35,7 +35,7 @@ def figures(decoder: Any, tokens: list[int], heldout: dict, reference: dict | No
 
 def baseline_decoder(ctx: BuildContext, artifact: Any, path: Path) -> Any:
     """A baseline file (not shipped) under the arithmetic that judges ``artifact``."""
-    reference = judged_by(ctx, artifact) == "reference"
+    reference = artifact.verification["semantics"] == "reference"
     return OrtDecoder.from_file(reference_model(path) if reference else path, llm_facts(ctx), threads=host_threads(ctx))
 
 

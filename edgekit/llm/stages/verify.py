@@ -59,8 +59,9 @@ def judged_by(ctx: BuildContext, artifact: Artifact) -> str:
 
 
 def judging_decoder(ctx: BuildContext, artifact: Artifact) -> Any:
-    """The decoder whose figures judge ``artifact`` (also used for its quality figures)."""
-    return open_decoder(ctx, artifact, judged_by(ctx, artifact) == "reference")
+    """The decoder whose figures judged ``artifact`` (for its quality figures): the semantics
+    VerifyDecoder recorded, not worked out again (that reads the whole graph)."""
+    return open_decoder(ctx, artifact, artifact.verification["semantics"] == "reference")
 
 
 class VerifyDecoder(Stage):
