@@ -90,6 +90,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def private_copy(built: Path, dst: Path) -> Path:
+    """A copy of a built bundle (tensor or LLM) a test may tamper with, holding the runner under test."""
+    shutil.copytree(built, dst)
+    shutil.copyfile(RUNNER_PATH, dst / "edgekit_runner.py")
+    return dst
+
+
 def refresh_artifact(bundle: Path, file: str) -> None:
     """Rewrite an artifact's bytes and sha256 in the manifest after changing the file, so only
     the verdict (not the integrity check) can refuse it."""

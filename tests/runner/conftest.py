@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 
 from edgekit.runner import RUNNER_PATH as RUNNER
+
+from llm_bundle import private_copy
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -51,10 +52,7 @@ def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def bundle(built_bundle: Path, tmp_path: Path) -> Path:
     """A private copy a test may tamper with; always holding the runner under test."""
-    dst = tmp_path / "bundle"
-    shutil.copytree(built_bundle, dst)
-    shutil.copyfile(RUNNER, dst / "edgekit_runner.py")
-    return dst
+    return private_copy(built_bundle, tmp_path / "bundle")  # one copy rule for tensor and LLM bundles
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ greedy generation against torch, the golden verdict, perplexity and the CLI's er
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,13 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgekit.runner import RUNNER_PATH as RUNNER
-
 from llm_bundle import (
     CONTEXT,
     PREFILL_CHUNK,
     PROJ_SCALE,
     WORDS,
+    private_copy,
     refresh_artifact,
     sample_text,
     torch_greedy,
@@ -55,10 +53,7 @@ def torch_decoder(hf_folder: Path) -> Any:
 @pytest.fixture
 def llm(built_llm: Path, tmp_path: Path) -> Path:
     """A private copy a test may tamper with, holding the runner under test."""
-    dst = tmp_path / "llm"
-    shutil.copytree(built_llm, dst)
-    shutil.copyfile(RUNNER, dst / "edgekit_runner.py")
-    return dst
+    return private_copy(built_llm, tmp_path / "llm")
 
 
 def _spec(bundle: Path) -> dict:
