@@ -116,6 +116,34 @@ def within(metric: Metric, value: float, bound: float | None) -> bool:
     return value >= bound if metric is Metric.COSINE else value <= bound
 
 
+#: the metric of each ``accuracy["metric"]`` a build records (edgekit.stages.evaluate)
+ACCURACY_METRICS = {"top1": Metric.TOP1_DROP, "embedding_cosine": Metric.COSINE, "perplexity": Metric.PPL_INCREASE}
+
+
+def artifact_figure(metric: Metric, accuracy: dict[str, Any], file: str) -> tuple[float, float]:
+    """``(quality, figure)`` of artifact ``file`` from a build's ``accuracy`` record: its top-1,
+    mean cosine or perplexity, and the figure ``metric``'s bound applies to (top-1 drop in pp,
+    the cosine, the perplexity increase in %). Raises ValueError when the build measured
+    another metric (a ``--min-cosine`` for a classifier, say)."""
+    measured = ACCURACY_METRICS.get(accuracy.get("metric", ""))
+    if measured is not metric:
+        raise ValueError(f"the budget bounds {metric.value}, but this model's quality is {accuracy.get('metric') or 'not measured'}")
+    quality = float(accuracy["per_artifact"][file])
+    original = {"accuracy": accuracy["reference"], "perplexity": accuracy["reference"], "cosine": 1.0}
+    step = {"accuracy": quality, "perplexity": quality, "cosine": quality}
+    return quality, figure(metric, step, original)
+
+
+def excess(metric: Metric, value: float, bound: float) -> float:
+    """How far ``value`` is outside ``bound`` (<= 0: within; what Optuna's constraints take)."""
+    return bound - value if metric is Metric.COSINE else value - bound
+
+
+def higher_is_better(metric: Metric) -> bool:
+    """Whether a larger quality figure (top-1, cosine; not perplexity) is the better artifact."""
+    return metric is not Metric.PPL_INCREASE
+
+
 def judge(steps: list[dict[str, Any]], metric: Metric, bound: float | None, source: str) -> None:
     """Add a ``budget`` entry (metric, figure, bound, passed, source) to every step after
     ``original``; raise :class:`QualityBudgetError` when the final model breaks the bound.

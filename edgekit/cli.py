@@ -117,27 +117,42 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
 @main.command("search")
 @click.argument("model", required=False)
 @click.option("--target", "-t", required=True, help="Profile name (see `edgekit targets`) or path to a .toml file.")
-@click.option("--max-drop", default="0.5pp", show_default=True, help="Top-1 drop the chosen artifact may cost, e.g. 0.5pp.")
+@click.option("--max-drop", metavar="BOUND", help="Classifiers: the top-1 drop the chosen artifact may cost [default: 0.5pp].")
+@click.option("--min-cosine", type=float, metavar="COS", help="Embeddings: the lowest mean cosine to the original, e.g. 0.998.")
+@click.option("--max-ppl-increase", metavar="PCT", help="Language models: the perplexity increase allowed, e.g. 5%.")
 @click.option("--trials", default=20, show_default=True, help="Trials the study holds when the search ends.")
 @click.option("--budget", metavar="TIME", help="No new trial after this time, e.g. 30m, 90s, 1h.")
-@click.option("--workers", default=1, show_default=True, help="Trials built at once (one process each).")
+@click.option("--workers", default=1, show_default=True, help="Trials built at once (one process or Ray task each).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run trials on Ray: alone, a Ray runtime started here; with HOST:PORT, that cluster (edgekit[ray]).")
+@click.option("--host", "-H", "hosts", multiple=True, metavar="USER@NAME[:PORT]",
+              help="Time each trial on this device over SSH (repeat for several, used in parallel).")
+@click.option("--identity", "-i", type=click.Path(path_type=Path), help="SSH private key for --host [default: ssh's own].")
+@click.option("--known-hosts", type=click.Path(path_type=Path), help="known_hosts file for --host [default: ~/.ssh/known_hosts].")
+@click.option("--python", "device_python", default="python3", show_default=True, help="Python on the --host devices.")
+@click.option("--device-runs", default=50, show_default=True, help="Timed runs per trial on a --host device.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("search"), show_default=True, help="Search folder.")
 @click.option("--resume", is_flag=True, help="Continue the study in --out.")
 @click.option("--seed", default=0, show_default=True, help="Sampler and build seed.")
 @click.option("--latency-runs", default=50, show_default=True, help="Timed host runs per artifact in each trial.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def search_cmd(model, target, max_drop, trials, budget, workers, out, resume, seed, latency_runs, as_json, debug) -> None:
+def search_cmd(model, target, max_drop, min_cosine, max_ppl_increase, trials, budget, workers, ray_address, hosts, identity,
+               known_hosts, device_python, device_runs, out, resume, seed, latency_runs, as_json, debug) -> None:
     """Search the schemes the target allows for MODEL (no MODEL: the digits example) with Optuna;
     write chosen.toml, its bundle and report.html into --out."""
-    from edgekit.budget import MaxDrop
-    from edgekit.search import SearchOptions, parse_budget, search
+    from edgekit.device.settings import RunnerSettings
+    from edgekit.search import Devices, SearchOptions, parse_budget, parse_search_budget, search
     from edgekit.search.report import summary_table
 
-    options = _run(debug, lambda: SearchOptions(target=target, model=model, max_drop=MaxDrop.parse(max_drop), trials=trials,
-                                                 budget_s=parse_budget(budget) if budget else None, workers=workers, out=out,
-                                                 resume=resume, seed=seed, latency_runs=latency_runs))
-    summary = _run(debug, search, options, None if as_json else (lambda line: click.echo(line, err=True)))
+    def options() -> SearchOptions:
+        devices = Devices(hosts=tuple(hosts), settings=RunnerSettings(runs=device_runs), identity=identity,
+                          known_hosts=known_hosts, python=device_python) if hosts else None
+        return SearchOptions(target=target, model=model, max_drop=parse_search_budget(max_drop, min_cosine, max_ppl_increase),
+                             trials=trials, budget_s=parse_budget(budget) if budget else None, workers=workers, out=out,
+                             resume=resume, seed=seed, latency_runs=latency_runs, ray=ray_address, devices=devices)
+
+    summary = _run(debug, search, _run(debug, options), None if as_json else (lambda line: click.echo(line, err=True)))
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else summary_table(summary, out))
 
 

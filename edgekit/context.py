@@ -85,6 +85,7 @@ class BuildContext:
     tokenize: Any = None  # the model's ``tokenize_text(sentences)`` hook, for text calibration sets
     hooks: dict = field(default_factory=dict)  # the model file's train_data / evaluate functions
     llm: Any = None  # edgekit.llm.state.LlmState in a decoder-LLM build
+    sensitivity: dict = field(default_factory=dict)  # per-layer int8 sensitivity, when asked
 
     @property
     def token_inputs(self) -> bool:

@@ -33,6 +33,7 @@ TEST_TOOLS = {
     "wget": "wget",  # debootstrap downloads with it
     "time": "time",  # GNU /usr/bin/time -v: the runner's peak RSS cross-check
     "qemu-x86_64": "qemu-user",  # -cpu Haswell: the AVX2-only CPU class (no VNNI)
+    "chromium": "chromium",  # tests/search/test_report_browser.py: report.html in a real headless browser
 }
 # sshd and debootstrap live in sbin, which a non-root user's PATH often lacks
 _SBIN = ("/usr/sbin", "/sbin")

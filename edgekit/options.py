@@ -49,6 +49,8 @@ class BuildOptions:
         overlay: a profile overlay TOML (``edgekit search``'s ``chosen.toml``) merged over the
             target profile before validation; None: the profile as it is.
         quality_split: the part of the held-out ``eval`` split the accuracy is measured on.
+        sensitivity: also measure each layer's int8 sensitivity (the manifest's ``sensitivity``;
+            one calibration per layer, so off unless asked: ``edgekit search`` asks).
     """
 
     target: str
@@ -67,6 +69,7 @@ class BuildOptions:
     verify_on: str | None = None
     overlay: Path | None = None
     quality_split: QualitySplit = QualitySplit.ALL
+    sensitivity: bool = False
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

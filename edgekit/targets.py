@@ -146,6 +146,9 @@ class ORTInt8:
     calibrate_method: Literal["MinMax", "Entropy", "Percentile"] = "MinMax"
     #: calibrate on the first N samples of the calibration split; None: all of them
     calibration_samples: Count | None = None
+    #: nodes of the preprocessed graph left in float (onnxruntime's nodes_to_exclude);
+    #: ``edgekit search`` picks them from the per-layer sensitivity of the default build
+    float_nodes: tuple[StrictStr, ...] = ()
 
 
 @dataclass(frozen=True, config=_SCHEMA)

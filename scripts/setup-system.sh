@@ -10,13 +10,14 @@
 #   wget            wget                    tests/device/test_emulate.py: debootstrap downloads with it
 #   time            /usr/bin/time (GNU)     benchmarks/runner_overhead.py: the runner's peak RSS cross-check
 #   qemu-user       qemu-x86_64             the AVX2-only CPU class: qemu-x86_64 -cpu Haswell (no VNNI)
+#   chromium        chromium                tests/search/test_report_browser.py: report.html in a real headless browser
 #
 # The table is also edgekit.doctor.TEST_TOOLS (`edgekit doctor` lists what is present);
 # tests/test_doctor.py checks the two agree.
 set -uo pipefail
 
 # tool:package pairs; a tool is found on PATH or in the sbin folders a non-root PATH may lack
-TOOLS="sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client debootstrap:debootstrap wget:wget time:time qemu-x86_64:qemu-user"
+TOOLS="sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client debootstrap:debootstrap wget:wget time:time qemu-x86_64:qemu-user chromium:chromium"
 
 have() { [ -n "$(type -P "$1")" ] || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 

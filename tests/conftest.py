@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sshd import sshd  # noqa: E402,F401  (the fixture: a real sshd on loopback)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TINY_CNN = textwrap.dedent('''
@@ -152,3 +154,37 @@ def tiny_rpi4_bundle(tmp_path_factory, tiny_model_file) -> Path:
     out = tmp_path_factory.mktemp("tiny-rpi4") / "bundle"
     _build_bundle(out, "rpi4", f"{tiny_model_file}:factory", latency_runs=0)
     return out
+
+
+# ----------------------------------------------------------------------------- parallel runs
+#: session/package fixtures too cheap to be worth keeping in one worker (each worker makes its own)
+_CHEAP_SHARED = frozenset({"require_tool", "require_setup", "sshd", "build_bundle", "tiny_model_file", "tmp_path_factory",
+                           "worker_id", "testrun_uid"})
+
+
+def _shared_fixtures(item: pytest.Item) -> set[str]:
+    """The session- and package-scoped fixtures of ``item`` that build something."""
+    defs = getattr(item, "_fixtureinfo", None)
+    if defs is None:
+        return set()
+    return {name for name, fixture in defs.name2fixturedefs.items()
+            if name not in _CHEAP_SHARED and fixture and fixture[-1].scope in ("session", "package")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, setup.cfg): the tests of one file run in one
+    worker (module fixtures are built once), and files sharing an expensive session or package
+    fixture (the MiniLM bundle, the README build, the search...) in the same worker, so no
+    build is made twice. Files are joined by union-find over the fixtures they share."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for item in items:
+        for name in _shared_fixtures(item):
+            parent[find(f"fixture:{name}")] = find(f"file:{item.path}")
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(find(f"file:{item.path}")))

@@ -12,7 +12,6 @@ is measured against.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -107,11 +106,9 @@ def check_folder(folder: Path) -> dict:
 
 
 def sha256_prefix(path: Path, n: int = 16) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:n]
+    from edgekit.runner.edgekit_runner import sha256_file  # the one home of a file's hash
+
+    return sha256_file(path)[:n]
 
 
 def convert_gguf(gguf: Path) -> Path:

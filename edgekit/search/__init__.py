@@ -12,36 +12,49 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgekit.search.options import SearchOptions, parse_budget
+from edgekit.search.devices import Devices
+from edgekit.search.options import SearchOptions, parse_budget, parse_search_budget
 
-__all__ = ["SearchOptions", "parse_budget", "search"]
+__all__ = ["Devices", "SearchOptions", "parse_budget", "parse_search_budget", "search"]
 
 
 def _default_search(options: SearchOptions) -> dict:
-    """The unchanged profile's best int8, on the search half (built once, kept for ``--resume``)."""
+    """The unchanged profile's best int8, on the search half, timed where the trials are, and
+    its per-layer sensitivity (built once, kept for ``--resume``)."""
     from edgekit.search.result import default_build, default_int8
+    from edgekit.search.trial import time_on_device
 
     cached = options.out / "default_search.json"
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
-    figures = default_int8(default_build(options, "search"))
+    manifest = default_build(options, "search", sensitivity=True)
+    figures = default_int8(manifest, options.max_drop.metric)
+    if options.devices is not None:
+        figures = time_on_device(options.devices, options.out / "default", figures, options.out)
+    figures["sensitivity"] = manifest.get("sensitivity")
     cached.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return figures
 
 
+def _sensitive_layers(default: dict) -> list[str]:
+    return [row["node"] for row in ((default.get("sensitivity") or {}).get("layers") or [])]
+
+
 def _progress_line(study: Any, started: float, options: SearchOptions) -> str:
+    from edgekit.search.report import quality_text
     from edgekit.search.result import trial_rows
 
-    rows = [r for r in trial_rows(study) if r["state"] in ("COMPLETE", "FAIL")]
+    finished = [r for r in trial_rows(study) if r["state"] in ("COMPLETE", "FAIL")]
+    rows = [r for r in finished if r["duplicate_of"] is None]  # a repeated proposal is not a trial built
     failed = sum(r["state"] == "FAIL" for r in rows)
-    feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
+    feasible = [r for r in finished if r["state"] == "COMPLETE" and r["feasible"]]
     best = min(feasible, key=lambda r: (r["bytes"], r["latency_ms"]), default=None)
     elapsed = time.monotonic() - started
     left = (options.trials - len(rows)) * elapsed / max(1, len(rows))
     if options.budget_s is not None:
         left = min(left, max(0.0, options.budget_s - elapsed))
     text = "none feasible yet" if best is None else (f"smallest feasible #{best['number']}: {best['bytes'] / 1e3:.1f} KB, "
-                                                     f"{best['latency_ms']:.3f} ms, top-1 {best['quality'] * 100:.2f}%")
+                                                     f"{best['latency_ms']:.3f} ms, {quality_text(best)}")
     return f"[search] {len(rows)}/{options.trials} trials done ({failed} failed); {text}; ~{left:.0f}s left"
 
 
@@ -56,12 +69,14 @@ def search(options: SearchOptions, progress: Callable[[str], None] | None = None
     study = studies.open_study(options)
     default = _default_search(options)
     say = progress or (lambda line: None)
-    studies.run_study(study, options, profile, lambda s, started: say(_progress_line(s, started, options)))
+    ran_on = studies.run_study(study, options, profile, lambda s, started: say(_progress_line(s, started, options)),
+                               _sensitive_layers(default))
     rows = result.trial_rows(study)
-    chosen_row = result.choose(rows, default)
+    chosen_row = result.choose(rows, default, options.max_drop.metric)
     summary: dict[str, Any] = {"target": profile.name, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
-                               "trials": rows, "default": {"search": default}, "chosen": None}
-    summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"))
+                               "metric": options.max_drop.metric.value, "ran_on": ran_on, "trials": rows,
+                               "default": {"search": default}, "chosen": None}
+    summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"), options.max_drop.metric)
     if chosen_row is not None:
         say(f"[search] building the chosen trial #{chosen_row['number']} (held-out accuracy)")
         summary["chosen"] = result.finish(options, chosen_row)

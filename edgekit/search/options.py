@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgekit.budget import MaxDrop, Metric
 from edgekit.errors import UnsupportedError
+from edgekit.search.devices import Devices
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -19,6 +20,24 @@ def parse_budget(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def parse_search_budget(max_drop: str | None = None, min_cosine: float | None = None,
+                        max_ppl_increase: str | None = None) -> MaxDrop:
+    """The one budget of ``--max-drop 0.5pp`` / ``--min-cosine 0.998`` / ``--max-ppl-increase 5%``
+    (none given: a 0.5 pp top-1 drop)."""
+    given = [(flag, v) for flag, v in (("--max-drop", max_drop), ("--min-cosine", min_cosine),
+                                       ("--max-ppl-increase", max_ppl_increase)) if v is not None]
+    if len(given) > 1:
+        raise UnsupportedError(f"{' and '.join(f for f, _ in given)} both bound the quality", "give one budget")
+    if not given:
+        return MaxDrop(Metric.TOP1_DROP, 0.5)
+    flag, value = given[0]
+    if flag == "--min-cosine":
+        return MaxDrop(Metric.COSINE, float(value))
+    if flag == "--max-ppl-increase":
+        return MaxDrop.parse(f"ppl:{str(value).strip().removesuffix('%')}")
+    return MaxDrop.parse(str(value))
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """Everything ``edgekit search`` takes.
@@ -26,8 +45,11 @@ class SearchOptions:
     Attributes:
         target: a bundled profile name or a profile ``.toml`` (as for ``edgekit build``).
         model: as for ``edgekit build``; None: the bundled digits example.
-        max_drop: the accuracy budget every kept trial meets, against the reference model on
-            the search half of the eval split (classifiers: ``MaxDrop.parse("0.5pp")``).
+        max_drop: the quality budget every kept trial meets, against the reference model on the
+            search half of the eval split: a top-1 drop for classifiers (``--max-drop 0.5pp``), a
+            minimum mean cosine for embeddings (``--min-cosine 0.998``), a perplexity increase
+            for language models (``--max-ppl-increase 5%``). A budget for another metric than
+            the model's fails the first trial's measurement.
         trials: how many trials the study holds when the search stops (a resumed study counts
             the trials it already has).
         budget_s: wall-clock seconds after which no new trial starts; None: no time bound.
@@ -37,6 +59,10 @@ class SearchOptions:
         resume: continue the study in ``out``; without it an existing study is refused.
         seed: seeds the sampler (and each build), so a search can be repeated.
         latency_runs: timed host runs per artifact in each trial.
+        ray: None: trials run in a local process pool; :data:`~edgekit.search.executors.RAY_LOCAL`
+            (``--ray``): in a Ray runtime started here; an address (``--ray HOST:PORT``): on
+            that Ray cluster, whose nodes must have edgekit installed.
+        devices: time each trial's artifact on these devices (``--host``) instead of this host.
     """
 
     target: str
@@ -49,10 +75,11 @@ class SearchOptions:
     resume: bool = False
     seed: int = 0
     latency_runs: int = 50
+    ray: str | None = None
+    devices: Devices | None = None
 
     def __post_init__(self) -> None:
         if self.trials < 1 or self.workers < 1 or self.latency_runs < 1:
             raise UnsupportedError("--trials, --workers and --latency-runs must be >= 1", "give positive counts")
-        if self.max_drop.metric is not Metric.TOP1_DROP:
-            raise UnsupportedError(f"--max-drop {self.max_drop}: search judges classifiers by top-1 only so far",
-                                   "give a top-1 drop such as 0.5pp")
+        if self.devices is not None:
+            self.devices.check()

@@ -2,10 +2,13 @@
 
 Each trial picks one runtime and one scheme of it; the choice becomes a profile overlay (the
 keys of ``targets/*.toml``) that turns the other runtime off, so one trial is one ordinary build
-with one quantized artifact. Only what edgekit's quantizers already make is offered.
+with one quantized artifact. Only what edgekit's quantizers already make is offered. Which ORT
+layers stay in float is not drawn at random: a trial picks how many, and they are the most
+sensitive ones of the default build's per-layer analysis (:mod:`edgekit.verify.sensitivity`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from edgekit.targets import Precision, TargetProfile
@@ -46,8 +49,14 @@ def int8_types(profile: TargetProfile) -> list[str]:
     return [own] + [pair for pair in TYPE_PAIRS if pair != own]
 
 
-def suggest(trial: Any, profile: TargetProfile) -> dict[str, Any]:
-    """The profile overlay of an Optuna ``trial``."""
+#: how many of the most sensitive layers a trial may keep in float
+MAX_FLOAT_LAYERS = 3
+
+
+def suggest(trial: Any, profile: TargetProfile, sensitive: Sequence[str] = ()) -> dict[str, Any]:
+    """The profile overlay of an Optuna ``trial``; ``sensitive``: the ORT int8 layers, most
+    sensitive first (the default build's per-layer sensitivity), of which a trial keeps the
+    first ``float_layers`` in float."""
     runtime = trial.suggest_categorical("runtime", runtimes(profile))
     if runtime == "tflite":
         precision = trial.suggest_categorical("tflite_precision", tflite_precisions(profile))
@@ -57,6 +66,10 @@ def suggest(trial: Any, profile: TargetProfile) -> dict[str, Any]:
             "activation_type": activation, "weight_type": weight,
             "calibrate_method": trial.suggest_categorical("calibrate_method", list(CALIBRATION_METHODS)),
             "calibration_samples": trial.suggest_categorical("calibration_samples", list(CALIBRATION_SAMPLES))}
+    if sensitive:
+        keep = trial.suggest_categorical("float_layers", list(range(min(MAX_FLOAT_LAYERS, len(sensitive) - 1) + 1)))
+        if keep:
+            int8["float_nodes"] = list(sensitive[:keep])
     return {"tflite": {"enabled": False}, "ort": {"enabled": True, "precisions": ["int8"], "int8": int8}}
 
 

@@ -10,7 +10,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edgekit.budget import Metric, artifact_figure
 from edgekit.search.space import to_toml
+from edgekit.verify.hostinfo import int8_isa
 
 
 def _artifact(manifest: dict) -> dict:
@@ -20,40 +22,60 @@ def _artifact(manifest: dict) -> dict:
     return artifacts[0]
 
 
-def measure(manifest: dict) -> dict[str, Any]:
-    """The objectives of a built bundle: top-1 (on the split it was evaluated on), the reference
-    model's top-1 there, the drop in percentage points, bytes and host p50 latency."""
+def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]:
+    """The objectives of a built bundle: its quality by ``metric`` (top-1, mean cosine or
+    perplexity on the split it was evaluated on), the reference's, the budget ``figure`` (top-1
+    drop in pp, the cosine, the perplexity increase in %), bytes and host p50 latency."""
     artifact = _artifact(manifest)
     accuracy = manifest.get("accuracy") or {}
-    quality = accuracy.get("per_artifact", {}).get(artifact["file"])
-    if quality is None:
-        raise ValueError("the build measured no top-1 (the search needs a labelled eval split)")
+    if artifact["file"] not in accuracy.get("per_artifact", {}):
+        raise ValueError("the build measured no task quality (the search needs the model's eval split)")
+    quality, figure = artifact_figure(metric, accuracy, artifact["file"])
     latency = (artifact.get("host_latency_ms") or {}).get("p50")
-    return {"artifact": artifact["file"], "quality": quality, "reference": accuracy["reference"],
-            "drop_pp": (accuracy["reference"] - quality) * 100, "bytes": artifact["bytes"],
-            "latency_ms": latency, "dataset": accuracy["dataset"], "sha256": artifact["sha256"]}
+    return {"artifact": artifact["file"], "metric": metric.value, "quality": quality, "reference": accuracy["reference"],
+            "figure": figure, "bytes": artifact["bytes"], "latency_ms": latency, "host_latency_ms": latency,
+            "latency_where": f"build host ({int8_isa()})", "dataset": accuracy["dataset"], "sha256": artifact["sha256"]}
 
 
-def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str) -> dict:
-    """Build ``job``'s model for its target with ``overlay_file`` into ``out``; its manifest."""
+def trial_job(options: Any) -> dict[str, Any]:
+    """What every trial build of a search (``SearchOptions``) shares, as plain data for workers."""
+    return {"target": options.target, "model": options.model, "out": str(options.out), "seed": options.seed,
+            "latency_runs": options.latency_runs, "metric": options.max_drop.metric.value, "devices": options.devices}
+
+
+def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False) -> dict:
+    """Build ``job``'s model for its target with ``overlay_file`` into ``out`` (with the per-layer
+    sensitivity when asked); its manifest."""
     from edgekit.options import BuildOptions, QualitySplit
     from edgekit.pipeline import build
 
     options = BuildOptions(target=job["target"], model=job["model"], out=out, force=True, seed=job["seed"],
                            latency_runs=job["latency_runs"], verify_on="none", overlay=overlay_file,
-                           quality_split=QualitySplit(split))
+                           quality_split=QualitySplit(split), sensitivity=sensitivity)
     return build(options)
 
 
 def run_trial(job: dict[str, Any], number: int, overlay: dict[str, Any]) -> dict[str, Any]:
-    """Build trial ``number`` under ``job["out"]/trials/NNNN`` and return its figures, or
-    ``{"error": ...}`` when the build failed."""
+    """Build trial ``number`` under ``job["out"]/trials/NNNN`` and return its figures (timed on
+    a device of ``job["devices"]`` when there are any), or ``{"error": ...}`` when it failed."""
     folder = Path(job["out"]) / "trials" / f"{number:04d}"
     folder.mkdir(parents=True, exist_ok=True)
     overlay_file = folder / "overlay.toml"
     overlay_file.write_text(to_toml(overlay, f"edgekit search: trial {number}"), encoding="utf-8")
     try:
-        return measure(build_with(job, overlay_file, folder / "bundle", "search"))
+        figures = measure(build_with(job, overlay_file, folder / "bundle", "search"), Metric(job["metric"]))
+        if job.get("devices") is not None:
+            figures = time_on_device(job["devices"], folder / "bundle", figures, Path(job["out"]))
+        return figures
     except Exception as exc:  # any failure is this trial's result, not the search's end
         (folder / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+def time_on_device(devices: Any, bundle: Path, figures: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``figures`` with the p50 of a free device of ``devices`` as the latency objective (the
+    host's kept beside it)."""
+    from edgekit.search.devices import device_latency
+
+    device = device_latency(devices, bundle, figures["artifact"], out)
+    return {**figures, **device, "latency_ms": device["device_latency_ms"], "latency_where": f"device {device['device']}"}

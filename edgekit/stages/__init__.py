@@ -12,6 +12,7 @@ from edgekit.stages.export_onnx import ExportOnnx
 from edgekit.stages.load import LoadModel
 from edgekit.stages.measure import MeasureLatency
 from edgekit.stages.ort import ORTConvert
+from edgekit.stages.sensitivity import LayerSensitivity
 from edgekit.stages.tflite import TFLiteConvert
 from edgekit.stages.verify import Verify
 from edgekit.stages.verify_emulated import PrepareEmulation, VerifyEmulated
@@ -20,7 +21,7 @@ from edgekit.stages.verify_emulated import PrepareEmulation, VerifyEmulated
 # WriteBundle: the emulated runner reads the staged manifest.json and golden.npz.
 STAGES: tuple[type[Stage], ...] = (
     PrepareEmulation, LoadModel, Calibrate, Compress, Reference, ExportOnnx, CleanupOnnx, TFLiteConvert, ORTConvert,
-    Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle, VerifyEmulated,
+    LayerSensitivity, Compatibility, Verify, Evaluate, MeasureLatency, WriteBundle, VerifyEmulated,
 )
 
 __all__ = ["STAGES", "Stage"]

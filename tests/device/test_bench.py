@@ -5,18 +5,12 @@ this machine, so the tests can also check that the remote temporary folder is go
 """
 from __future__ import annotations
 
-import getpass
 import glob
 import hashlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import textwrap
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +19,7 @@ import pytest
 from edgekit.device.bench import bench, parse_host, render_bench
 from edgekit.device.settings import RunnerSettings
 from edgekit.errors import BenchError
+from tests.sshd import Sshd, free_port, keygen
 
 # Small measurement settings: the tests check the mechanics, not this host's speed.
 FAST = RunnerSettings(runs=20, min_seconds=0.1, warmup=2)
@@ -136,84 +131,7 @@ def test_bad_host_is_refused(spec):
         parse_host(spec)
 
 
-# ----------------------------------------------------------------------------- sshd on loopback
-@dataclass
-class Sshd:
-    port: int
-    user: str
-    identity: Path
-    known_hosts: Path  # trusts the server's real key as [127.0.0.1]:PORT and [localhost]:PORT
-    folder: Path
-
-    def host(self, name: str = "127.0.0.1") -> str:
-        return f"{self.user}@{name}:{self.port}"
-
-
-def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgekit-test", "-f", str(path)], check=True)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited with {proc.returncode}: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"sshd did not listen on {port} within {seconds} s: {log.read_text()}")
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory, require_tool) -> Sshd:
-    """A real sshd on 127.0.0.1:<free port>, keys only, trusting one throw-away client key."""
-    sshd_path = require_tool("sshd")
-    require_tool("ssh")
-    require_tool("ssh-keygen")
-    folder = tmp_path_factory.mktemp("sshd")
-    host_key, client_key = _keygen(folder / "host_key"), _keygen(folder / "client_key")
-    shutil.copyfile(f"{client_key}.pub", folder / "authorized_keys")
-    port = _free_port()
-    config = folder / "sshd_config"
-    config.write_text(textwrap.dedent(f"""\
-        Port {port}
-        ListenAddress 127.0.0.1
-        HostKey {host_key}
-        AuthorizedKeysFile {folder / 'authorized_keys'}
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        PubkeyAuthentication yes
-        PermitRootLogin prohibit-password
-        PidFile {folder / 'sshd.pid'}
-        StrictModes no
-        UsePAM no
-        UseDNS no
-        """))
-    try:  # privilege separation directory: sshd refuses to start without it
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    except OSError:
-        pass
-    log = folder / "sshd.log"
-    with open(log, "wb") as log_fh:
-        proc = subprocess.Popen([sshd_path, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, proc, log)
-        key = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
-        known_hosts = folder / "known_hosts"
-        known_hosts.write_text(f"[127.0.0.1]:{port} {key}\n[localhost]:{port} {key}\n")
-        yield Sshd(port, getpass.getuser(), client_key, known_hosts, folder)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+# sshd: tests/sshd.py (a real sshd on loopback), shared with the search tests
 
 
 def remote(sshd: Sshd, hosts=None, **kwargs) -> list[dict]:
@@ -245,7 +163,7 @@ def test_two_hosts_run_in_parallel_into_one_table(sshd, bundle, manifest):
 
 
 def test_changed_host_key_is_refused(sshd, bundle, tmp_path):
-    other = " ".join(Path(f"{_keygen(tmp_path / 'other_key')}.pub").read_text().split()[:2])
+    other = " ".join(Path(f"{keygen(tmp_path / 'other_key')}.pub").read_text().split()[:2])
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
     before = remote_dirs()
@@ -268,7 +186,7 @@ def test_unknown_host_is_refused(sshd, bundle, tmp_path):
 
 def test_unknown_client_key_is_refused(sshd, bundle, tmp_path):
     with pytest.raises(BenchError, match="key-based login as .* was refused") as info:
-        remote(sshd, bundle=bundle, identity=_keygen(tmp_path / "stranger"))
+        remote(sshd, bundle=bundle, identity=keygen(tmp_path / "stranger"))
     assert f"ssh-copy-id -p {sshd.port} {sshd.user}@127.0.0.1" in str(info.value)
 
 
@@ -285,7 +203,7 @@ def test_runner_failure_names_the_host_and_still_cleans_up(sshd, bundle):
 
 
 def test_one_failed_host_keeps_the_others(sshd, bundle):
-    closed = f"{sshd.user}@127.0.0.1:{_free_port()}"
+    closed = f"{sshd.user}@127.0.0.1:{free_port()}"
     with pytest.raises(BenchError, match=rf"1 of 2 hosts failed: {closed}: cannot connect") as info:
         remote(sshd, hosts=[sshd.host(), closed], bundle=bundle, settings=FAST.replace(artifact="model_int8.tflite"))
     (kept,) = info.value.results

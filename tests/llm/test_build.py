@@ -16,10 +16,11 @@ from edgekit.pipeline import build
 from tests.tiny_models import tiny_llama_folder
 
 
-def tiny_profile(path, tflite: bool = True):
+def tiny_profile(path, tflite: bool = True, lean: bool = False):
     """rpi4 with the TFLite decoder too, a 64-token context, and verdict bounds for a random 2-layer
     model: its near-tied logits flip greedy tokens that a trained model keeps (SmolLM2's bounds are
-    rpi4's own, checked in test_smollm2.py)."""
+    rpi4's own, checked in test_smollm2.py). ``lean``: 4 golden prompts and no ``.ort`` (the ARM
+    tests run every artifact under qemu, where each decode step costs tens of milliseconds)."""
     from edgekit.paths import targets_dir
 
     text = (targets_dir() / "rpi4.toml").read_text()
@@ -29,6 +30,9 @@ def tiny_profile(path, tflite: bool = True):
                  "[llm.tolerance.int8]\nmin_logits_cosine = 0.99",
              "[llm.tolerance.int4]\nmin_token_match = 0.08\nmin_logits_cosine = 0.6":
                  "[llm.tolerance.int4]\nmin_logits_cosine = 0.2\n\n[llm.tolerance.int8_dynamic]\nmin_logits_cosine = 0.98"}
+    if lean:
+        edits["golden_prompts = 16"] = "golden_prompts = 4"
+        edits['ort_precisions = ["fp32", "int8", "int4"]'] = 'ort_precisions = ["fp32", "int8", "int4"]\nort_format = false'
     for old, new in edits.items():
         assert old in text, old  # rpi4.toml changed: update this test profile
         text = text.replace(old, new)

@@ -22,7 +22,7 @@ def arm_bundle(tmp_path_factory):
     prepare(runtime=["onnxruntime"], progress=print)
     root = tmp_path_factory.mktemp("llm_arm")
     folder = tiny_llama_folder(root / "tiny", proj_scale=0.3)
-    profile = tiny_profile(root / "tiny-llm.toml", tflite=False)
+    profile = tiny_profile(root / "tiny-llm.toml", tflite=False, lean=True)
     manifest = build(BuildOptions(target=str(profile), model=str(folder), out=root / "bundle", verify_on="aarch64",
                                   latency_runs=0))
     return root / "bundle", manifest
