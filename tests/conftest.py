@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import sshd  # noqa: E402,F401  (the fixture: a real sshd on loopback)
+from loopback_sshd import sshd  # noqa: E402,F401  (the fixture: a real sshd on loopback)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -107,6 +107,16 @@ def _build_bundle(out: Path, target: str, model: str | None = None, **kwargs) ->
     # would depend on whether this machine happens to have the emulated userland cached.
     kwargs.setdefault("verify_on", "none")
     return build(BuildOptions(target=target, model=model, out=out, latency_runs=kwargs.pop("latency_runs", 20), **kwargs))
+
+
+@pytest.fixture(scope="session")
+def edgekit_wheel(tmp_path_factory) -> Path:
+    """edgekit built as a wheel, once per session: pip writes build/ and *.egg-info into the
+    checkout, so two builds at once (two test workers) would race there."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(Path(__file__).resolve().parent.parent)], check=True, capture_output=True)
+    return next(out.glob("edgekit-*.whl"))
 
 
 @pytest.fixture(scope="session")

@@ -141,10 +141,8 @@ def test_require_tool_skips_outside_ci_and_fails_in_ci(require_tool, monkeypatch
 
 
 @pytest.mark.slow
-def test_installed_wheel_ships_the_lock(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-                   check=True, capture_output=True)
-    wheel = next(tmp_path.glob("edgekit-*.whl"))
+def test_installed_wheel_ships_the_lock(tmp_path: Path, edgekit_wheel: Path) -> None:
+    wheel = edgekit_wheel
     assert any(n.endswith(".data/data/share/edgekit/constraints.txt") for n in zipfile.ZipFile(wheel).namelist())
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

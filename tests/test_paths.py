@@ -20,10 +20,8 @@ def test_checkout_finds_data_folders():
 
 
 @pytest.mark.slow
-def test_installed_wheel_finds_targets(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
-                   check=True, capture_output=True)
-    wheel = next(tmp_path.glob("edgekit-*.whl"))
+def test_installed_wheel_finds_targets(tmp_path, edgekit_wheel):
+    wheel = edgekit_wheel
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith("data/share/edgekit/targets/rpi4.toml") for n in names)
     assert any(n.endswith("data/share/edgekit/calibration_data/digits/digits.npz") for n in names)

@@ -32,6 +32,7 @@ def _default_search(options: SearchOptions) -> dict:
     if options.devices is not None:
         figures = time_on_device(options.devices, options.out / "default", figures, options.out)
     figures["sensitivity"] = manifest.get("sensitivity")
+    figures["token_inputs"] = any(not spec["dtype"].startswith("float") for spec in manifest["inputs"])
     cached.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return figures
 
@@ -61,19 +62,44 @@ def _progress_line(study: Any, started: float, options: SearchOptions) -> str:
 def search(options: SearchOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or ``resume``) the search in ``options.out``; build and verify the chosen artifact,
     write ``chosen.toml``, ``report.html`` and the plots; return the summary (also ``summary.json``)."""
-    from edgekit.search import html, result
     from edgekit.search import study as studies
+    from edgekit.search.executors import open_pool
     from edgekit.targets import load_target
 
     profile = load_target(options.target)
     study = studies.open_study(options)
-    default = _default_search(options)
     say = progress or (lambda line: None)
-    ran_on = studies.run_study(study, options, profile, lambda s, started: say(_progress_line(s, started, options)),
-                               _sensitive_layers(default))
+    pool = open_pool(options.ray, options.workers)
+    try:
+        options = _with_ray_devices(options, pool, profile.name, say)
+        default = _default_search(options)
+        studies.run_study(study, options, profile, pool, lambda s, started: say(_progress_line(s, started, options)),
+                          _sensitive_layers(default), default.get("token_inputs", False))
+    finally:
+        pool.close()
+    return _finish(options, profile.name, study, default, pool.where, say)
+
+
+def _with_ray_devices(options: SearchOptions, pool: Any, resource: str, say: Callable[[str], None]) -> SearchOptions:
+    """On a Ray cluster with nodes advertising the profile's name as a resource, and no
+    ``--host``: those nodes are the devices trials are timed on."""
+    import dataclasses
+
+    from edgekit.device.settings import RunnerSettings
+
+    if options.devices is not None or not getattr(pool, "has_resource", lambda name: False)(resource):
+        return options
+    say(f"[search] timing every trial on the Ray nodes with resource {resource!r}")
+    devices = Devices(ray_resource=resource, settings=RunnerSettings(runs=options.latency_runs))
+    return dataclasses.replace(options, devices=devices)
+
+
+def _finish(options: SearchOptions, target: str, study: Any, default: dict, ran_on: str, say: Callable[[str], None]) -> dict:
+    from edgekit.search import html, result
+
     rows = result.trial_rows(study)
     chosen_row = result.choose(rows, default, options.max_drop.metric)
-    summary: dict[str, Any] = {"target": profile.name, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
+    summary: dict[str, Any] = {"target": target, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
                                "metric": options.max_drop.metric.value, "ran_on": ran_on, "trials": rows,
                                "default": {"search": default}, "chosen": None}
     summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"), options.max_drop.metric)

@@ -109,6 +109,10 @@ class RayTrials:
     def submit(self, job: dict[str, Any], number: int, overlay: dict[str, Any]) -> None:
         self._pending[self._task.remote(job, number, overlay)] = number
 
+    def has_resource(self, name: str) -> bool:
+        """Whether a node of the cluster advertises the custom resource ``name`` (a device)."""
+        return self._ray.cluster_resources().get(name, 0) >= 1
+
     def running(self) -> int:
         return len(self._pending)
 

@@ -34,7 +34,7 @@ def trial_rows(study: Any) -> list[dict]:
 def default_int8(manifest: dict, metric: Metric) -> dict:
     """The default build's best int8: of its int8 artifacts, the fastest on the host, an ORT
     model counted as its ``.ort`` (what the device loads, and what a trial is measured by)."""
-    int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
+    int8 = [a for a in manifest["artifacts"] if a["precision"] in ("int8", "int8_dynamic")]
     converted = {a.get("reference_via") for a in int8}
     int8 = [a for a in int8 if a["file"] not in converted]
     if not int8:

@@ -19,15 +19,26 @@ CALIBRATION_SAMPLES = (16, 32, 64, 128)
 TFLITE_CHOICES = (Precision.INT8, Precision.INT8_FALLBACK, Precision.FP16)
 
 
-def runtimes(profile: TargetProfile) -> list[str]:
-    """The runtimes a trial may build for: ORT when the profile makes static int8 with it, TFLite
-    when it has a precision of :data:`TFLITE_CHOICES`."""
+#: what a trial may build for models with integer (token) inputs, per runtime, when the profile's
+#: token_precisions list it: weight-only / dynamic schemes (static int8 of activations is offered
+#: for ORT as ort_static_transformer makes it, the sensitive ops kept float)
+TOKEN_CHOICES = {"ort": (Precision.INT8_DYNAMIC, Precision.INT8, Precision.INT4), "tflite": (Precision.INT8_DYNAMIC,)}
+
+
+def runtimes(profile: TargetProfile, token_inputs: bool = False) -> list[str]:
+    """The runtimes a trial may build for: ORT when the profile makes static int8 with it (token
+    models: one of :data:`TOKEN_CHOICES`), TFLite when it has a precision of :data:`TFLITE_CHOICES`."""
     found = []
-    if profile.ort.enabled and Precision.INT8 in profile.ort.precisions:
+    if profile.ort.enabled and (token_precisions(profile, "ort") if token_inputs else Precision.INT8 in profile.ort.precisions):
         found.append("ort")
-    if profile.tflite.enabled and tflite_precisions(profile):
+    if profile.tflite.enabled and (token_precisions(profile, "tflite") if token_inputs else tflite_precisions(profile)):
         found.append("tflite")
     return found
+
+
+def token_precisions(profile: TargetProfile, runtime: str) -> list[str]:
+    listed = profile.precisions(runtime, True)
+    return [p.value for p in TOKEN_CHOICES[runtime] if p in listed]
 
 
 def tflite_precisions(profile: TargetProfile) -> list[str]:
@@ -53,24 +64,42 @@ def int8_types(profile: TargetProfile) -> list[str]:
 MAX_FLOAT_LAYERS = 3
 
 
-def suggest(trial: Any, profile: TargetProfile, sensitive: Sequence[str] = ()) -> dict[str, Any]:
+def suggest(trial: Any, profile: TargetProfile, sensitive: Sequence[str] = (), token_inputs: bool = False) -> dict[str, Any]:
     """The profile overlay of an Optuna ``trial``; ``sensitive``: the ORT int8 layers, most
     sensitive first (the default build's per-layer sensitivity), of which a trial keeps the
-    first ``float_layers`` in float."""
-    runtime = trial.suggest_categorical("runtime", runtimes(profile))
+    first ``float_layers`` in float; ``token_inputs``: a transformer's space instead."""
+    runtime = trial.suggest_categorical("runtime", runtimes(profile, token_inputs))
+    if token_inputs:
+        return _token_overlay(trial, profile, runtime)
     if runtime == "tflite":
         precision = trial.suggest_categorical("tflite_precision", tflite_precisions(profile))
         return {"ort": {"enabled": False}, "tflite": {"enabled": True, "precisions": [precision]}}
-    activation, weight = trial.suggest_categorical("int8_types", int8_types(profile)).split("/")
-    int8 = {"per_channel": trial.suggest_categorical("per_channel", [True, False]),
-            "activation_type": activation, "weight_type": weight,
-            "calibrate_method": trial.suggest_categorical("calibrate_method", list(CALIBRATION_METHODS)),
-            "calibration_samples": trial.suggest_categorical("calibration_samples", list(CALIBRATION_SAMPLES))}
+    int8 = _int8_scheme(trial, profile)
     if sensitive:
         keep = trial.suggest_categorical("float_layers", list(range(min(MAX_FLOAT_LAYERS, len(sensitive) - 1) + 1)))
         if keep:
             int8["float_nodes"] = list(sensitive[:keep])
     return {"tflite": {"enabled": False}, "ort": {"enabled": True, "precisions": ["int8"], "int8": int8}}
+
+
+def _int8_scheme(trial: Any, profile: TargetProfile) -> dict[str, Any]:
+    activation, weight = trial.suggest_categorical("int8_types", int8_types(profile)).split("/")
+    return {"per_channel": trial.suggest_categorical("per_channel", [True, False]),
+            "activation_type": activation, "weight_type": weight,
+            "calibrate_method": trial.suggest_categorical("calibrate_method", list(CALIBRATION_METHODS)),
+            "calibration_samples": trial.suggest_categorical("calibration_samples", list(CALIBRATION_SAMPLES))}
+
+
+def _token_overlay(trial: Any, profile: TargetProfile, runtime: str) -> dict[str, Any]:
+    """One token precision of ``runtime``; static int8 with its activation type and per-channel
+    choice (what ort_static_transformer takes)."""
+    other = "tflite" if runtime == "ort" else "ort"
+    precision = trial.suggest_categorical(f"{runtime}_token_precision", token_precisions(profile, runtime))
+    table: dict[str, Any] = {"enabled": True, "token_precisions": [precision]}
+    if runtime == "ort" and precision == Precision.INT8.value:
+        activation = trial.suggest_categorical("activation_type", sorted({profile.ort.int8.activation_type.value, "uint8"}))
+        table["int8"] = {"activation_type": activation, "per_channel": trial.suggest_categorical("per_channel", [True, False])}
+    return {other: {"enabled": False}, runtime: table}
 
 
 def to_toml(overlay: dict[str, Any], header: str = "") -> str:

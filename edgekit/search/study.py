@@ -14,7 +14,7 @@ from typing import Any
 
 from edgekit.budget import MaxDrop, Metric, excess, higher_is_better
 from edgekit.errors import UnsupportedError
-from edgekit.search.executors import open_pool
+from edgekit.search.executors import TrialPool
 from edgekit.search.options import SearchOptions
 from edgekit.search.space import suggest
 from edgekit.search.trial import trial_job
@@ -72,35 +72,30 @@ def _tell(study: Any, trial: Any, result: dict, budget: MaxDrop) -> None:
     study.tell(trial, [result["quality"], float(result["bytes"]), result["latency_ms"]])
 
 
-def run_study(study: Any, options: SearchOptions, profile: TargetProfile, progress: Callable[[Any, float], None],
-              sensitive: Sequence[str] = ()) -> str:
-    """Run trials until the study holds ``options.trials`` or the time budget is spent, in a
-    local process pool or on Ray (``options.ray``); ``progress(study, started)`` after each one;
-    ``sensitive``: the ORT layers, most sensitive first, trials may keep in float. Returns where
-    the trials ran."""
+def run_study(study: Any, options: SearchOptions, profile: TargetProfile, pool: TrialPool,
+              progress: Callable[[Any, float], None], sensitive: Sequence[str] = (), token_inputs: bool = False) -> None:
+    """Run trials in ``pool`` until the study holds ``options.trials`` or the time budget is
+    spent; ``progress(study, started)`` after each one; ``sensitive``: the ORT layers, most
+    sensitive first, trials may keep in float; ``token_inputs``: the model takes token ids."""
     started, job = time.monotonic(), trial_job(options)
     pending: dict[int, Any] = {}
-    pool = open_pool(options.ray, options.workers)
-    try:
-        while True:
-            while len(pending) < options.workers and _may_start(study, options, started, len(pending)):
-                trial = study.ask()
-                overlay = suggest(trial, profile, sensitive)
-                earlier = _same_params(study, trial)
-                if earlier is not None:  # the same build again: its figures, not a second build
-                    _tell(study, trial, {**earlier.user_attrs, "duplicate_of": earlier.number}, options.max_drop)
-                    progress(study, started)
-                    continue
-                trial.set_user_attr("ran_on", pool.where)
-                pool.submit(job, trial.number, overlay)
-                pending[trial.number] = trial
-            if not pending:
-                return pool.where
-            for number, result in pool.finished():
-                _tell(study, pending.pop(number), result, options.max_drop)
+    while True:
+        while len(pending) < options.workers and _may_start(study, options, started, len(pending)):
+            trial = study.ask()
+            overlay = suggest(trial, profile, sensitive, token_inputs)
+            earlier = _same_params(study, trial)
+            if earlier is not None:  # the same build again: its figures, not a second build
+                _tell(study, trial, {**earlier.user_attrs, "duplicate_of": earlier.number}, options.max_drop)
                 progress(study, started)
-    finally:
-        pool.close()
+                continue
+            trial.set_user_attr("ran_on", pool.where)
+            pool.submit(job, trial.number, overlay)
+            pending[trial.number] = trial
+        if not pending:
+            return
+        for number, result in pool.finished():
+            _tell(study, pending.pop(number), result, options.max_drop)
+            progress(study, started)
 
 
 def _same_params(study: Any, trial: Any) -> Any:

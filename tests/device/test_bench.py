@@ -19,7 +19,8 @@ import pytest
 from edgekit.device.bench import bench, parse_host, render_bench
 from edgekit.device.settings import RunnerSettings
 from edgekit.errors import BenchError
-from tests.sshd import Sshd, free_port, keygen
+
+from loopback_sshd import Sshd, free_port, keygen
 
 # Small measurement settings: the tests check the mechanics, not this host's speed.
 FAST = RunnerSettings(runs=20, min_seconds=0.1, warmup=2)
@@ -51,8 +52,10 @@ def assert_same_correctness(report: dict, reference: dict[str, dict]) -> None:
         assert got["top1_agreement"] == ref["top1_agreement"], r["file"]
 
 
-def remote_dirs() -> set[str]:
-    return set(glob.glob("/tmp/edgekit-bench.*"))
+def remote_dirs(sshd: Sshd) -> set[str]:
+    """The bench folders on the "device": under the sshd's own TMPDIR, so another test worker's
+    runs cannot show up here."""
+    return set(glob.glob(f"{sshd.tmpdir}/edgekit-bench.*"))
 
 
 # ----------------------------------------------------------------------------- local
@@ -131,7 +134,7 @@ def test_bad_host_is_refused(spec):
         parse_host(spec)
 
 
-# sshd: tests/sshd.py (a real sshd on loopback), shared with the search tests
+# sshd: tests/loopback_sshd.py (a real sshd on loopback), shared with the search tests
 
 
 def remote(sshd: Sshd, hosts=None, **kwargs) -> list[dict]:
@@ -145,7 +148,7 @@ def test_remote_bench_matches_local_and_cleans_up(sshd, bundle, local):
     (report,) = remote(sshd, bundle=bundle)
     assert report["host"] == sshd.host() and report["exit_code"] == 0 and report["passed"] is True
     assert_same_correctness(report, {r["file"]: r["correctness"] for r in local["results"]})
-    assert report["remote_dir"].startswith("/tmp/edgekit-bench.")
+    assert report["remote_dir"].startswith(f"{sshd.tmpdir}/edgekit-bench.")
     assert not os.path.exists(report["remote_dir"])  # the "device" is this machine
 
 
@@ -166,14 +169,14 @@ def test_changed_host_key_is_refused(sshd, bundle, tmp_path):
     other = " ".join(Path(f"{keygen(tmp_path / 'other_key')}.pub").read_text().split()[:2])
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
-    before = remote_dirs()
+    before = remote_dirs(sshd)
     with pytest.raises(BenchError) as info:
         remote(sshd, bundle=bundle, known_hosts=known_hosts)
     message = str(info.value)
     assert message.startswith(f"{sshd.host()}: host key for [127.0.0.1]:{sshd.port} does NOT match")
     assert f"ssh-keygen -f {known_hosts} -R '[127.0.0.1]:{sshd.port}'" in message
     assert info.value.results == []
-    assert remote_dirs() == before
+    assert remote_dirs(sshd) == before
 
 
 def test_unknown_host_is_refused(sshd, bundle, tmp_path):
@@ -196,10 +199,10 @@ def test_missing_python_on_the_device(sshd, bundle):
 
 
 def test_runner_failure_names_the_host_and_still_cleans_up(sshd, bundle):
-    before = remote_dirs()
+    before = remote_dirs(sshd)
     with pytest.raises(BenchError, match=rf"^{sshd.host()}: the runner failed with exit code 2 .*--runs"):
         remote(sshd, bundle=bundle, settings=RunnerSettings(runs=0))
-    assert remote_dirs() == before
+    assert remote_dirs(sshd) == before
 
 
 def test_one_failed_host_keeps_the_others(sshd, bundle):

@@ -39,3 +39,18 @@ def test_the_space_follows_the_profile():
     overlays = [suggest(study.ask(), nnapi) for _ in range(8)]
     ort = [o["ort"]["int8"] for o in overlays if o["ort"].get("enabled")]
     assert ort and all((o["activation_type"], o["weight_type"]) == ("uint8", "uint8") for o in ort)
+
+
+def test_a_transformer_gets_the_token_space():
+    from edgekit.search.space import runtimes, suggest, token_precisions
+
+    rpi4 = load_target("rpi4")
+    assert runtimes(rpi4, token_inputs=True) == ["ort", "tflite"]
+    assert sorted(token_precisions(rpi4, "ort")) == sorted(p.value for p in rpi4.ort.token_precisions if p.value != "fp32")
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    overlays = [suggest(study.ask(), rpi4, ("node_a",), token_inputs=True) for _ in range(12)]
+    for overlay in overlays:
+        (runtime,) = [name for name in ("ort", "tflite") if overlay[name]["enabled"]]
+        assert len(overlay[runtime]["token_precisions"]) == 1 and "precisions" not in overlay[runtime]
+        assert "float_nodes" not in (overlay[runtime].get("int8") or {})  # no per-layer float choice for transformers
+    assert {o["ort"]["token_precisions"][0] for o in overlays if o["ort"]["enabled"]} >= {"int8_dynamic"}

@@ -1,7 +1,9 @@
 """A real sshd on loopback for the tests that run bundles on a "device" over SSH (edgekit bench,
 edgekit search --host): throw-away host and client keys, keys only; the device is this machine.
 
-tests/conftest.py imports the ``sshd`` fixture (one server per session).
+tests/conftest.py imports the ``sshd`` fixture (one server per session, so per test worker); the
+sessions it serves get their own ``TMPDIR`` (``Sshd.tmpdir``), so a test can see exactly the
+folders its own runs left there.
 """
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ class Sshd:
     identity: Path
     known_hosts: Path  # trusts the server's real key as [127.0.0.1]:PORT and [localhost]:PORT
     folder: Path
+
+    @property
+    def tmpdir(self) -> Path:
+        """``TMPDIR`` of the sessions (sshd_config ``SetEnv``): where the bench folders go."""
+        return self.folder / "tmp"
 
     def host(self, name: str = "127.0.0.1") -> str:
         return f"{self.user}@{name}:{self.port}"
@@ -77,7 +84,9 @@ def sshd(tmp_path_factory, require_tool) -> Sshd:
         StrictModes no
         UsePAM no
         UseDNS no
+        SetEnv TMPDIR={folder / 'tmp'}
         """))
+    (folder / "tmp").mkdir()
     try:  # privilege separation directory: sshd refuses to start without it
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     except OSError:
