@@ -181,6 +181,7 @@ def _shared_fixtures(item: pytest.Item) -> set[str]:
             if name not in _CHEAP_SHARED and fixture and fixture[-1].scope in ("session", "package")}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``, setup.cfg): the tests of one file run in one
     worker (module fixtures are built once), and files sharing an expensive session or package

@@ -99,7 +99,8 @@ def _kill_mid_trial(setup: dict, seconds: float = 600) -> list[tuple]:
 
 @pytest.fixture(scope="package")
 def searched(search_setup) -> dict:
-    """Killed mid-search, then resumed to 5 trials on Ray (2 workers, one failing trial): the
+    """Killed mid-search, then resumed on a local Ray runtime (``num_cpus=2``, 2 workers) for 4 more
+    trials, one failing on purpose: the
     rows and trial manifests' mtimes at the kill, the resumed summary and its progress lines."""
     from edgekit.search import search
 
@@ -108,5 +109,7 @@ def searched(search_setup) -> dict:
     mtimes = {p.parent.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/bundle/manifest.json")}
     (search_setup["root"] / "fail-token-0").touch()
     lines: list[str] = []
-    resumed = search(search_options(search_setup, 5, True, workers=2, ray="local"), lines.append)
-    return {**search_setup, "at_kill": at_kill, "mtimes": mtimes, "second": resumed, "lines": lines}
+    # the killed run's builds (a trial reusing an earlier one's figures has no folder) and 4 more on Ray
+    total = len(list(trials.glob("*/overlay.toml"))) + 4
+    resumed = search(search_options(search_setup, total, True, workers=2, ray="local"), lines.append)
+    return {**search_setup, "at_kill": at_kill, "mtimes": mtimes, "second": resumed, "lines": lines, "total": total}

@@ -16,8 +16,10 @@ def _chromium(require_tool, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_report_shows_its_plots_and_sorts_its_table(searched, require_tool):
     page = searched["out"] / "report.html"
-    dom = _chromium(require_tool, "--dump-dom", f"{page.as_uri()}#sort=bytes")
+    dom = _chromium(require_tool, "--enable-logging=stderr", "--v=0", "--dump-dom", f"{page.as_uri()}#sort=bytes")
     assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console  # the page's script ran without an error
     assert re.search(r'<body[^>]*data-plots-shown="3"', dom.stdout), dom.stdout[:500]  # every PNG decoded
     assert 'data-sorted-by="bytes"' in dom.stdout
     table = dom.stdout[dom.stdout.index('id="trials"'):]
