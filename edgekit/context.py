@@ -90,4 +90,6 @@ class BuildContext:
     @property
     def token_inputs(self) -> bool:
         """Whether the model takes integer (token) inputs: transformers get their own schemes."""
-        return any(not s.dtype.startswith("float") for s in self.inputs)
+        from edgekit.tensors import takes_tokens
+
+        return takes_tokens(s.dtype for s in self.inputs)

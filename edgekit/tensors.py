@@ -26,6 +26,12 @@ class TensorSpec:
         return out
 
 
+def takes_tokens(dtypes) -> bool:
+    """Whether a model with inputs of these dtypes takes integer (token) inputs: transformers get
+    their own quantization schemes and search space."""
+    return any(not dtype.startswith("float") for dtype in dtypes)
+
+
 def default_layout(shape: tuple[int, ...], dtype: str) -> str | None:
     """PyTorch image tensors are NCHW; other ranks have no layout to convert."""
     return "NCHW" if len(shape) == 4 and dtype.startswith("float") else None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgekit.search.devices import Devices
+from edgekit.search.executors import TrialPool
 from edgekit.search.options import SearchOptions, parse_budget, parse_search_budget
 
 __all__ = ["Devices", "SearchOptions", "parse_budget", "parse_search_budget", "search"]
@@ -23,6 +24,7 @@ def _default_search(options: SearchOptions) -> dict:
     its per-layer sensitivity (built once, kept for ``--resume``)."""
     from edgekit.search.result import default_build, default_int8
     from edgekit.search.trial import time_on_device
+    from edgekit.tensors import takes_tokens
 
     cached = options.out / "default_search.json"
     if cached.is_file():
@@ -32,7 +34,7 @@ def _default_search(options: SearchOptions) -> dict:
     if options.devices is not None:
         figures = time_on_device(options.devices, options.out / "default", figures, options.out)
     figures["sensitivity"] = manifest.get("sensitivity")
-    figures["token_inputs"] = any(not spec["dtype"].startswith("float") for spec in manifest["inputs"])
+    figures["token_inputs"] = takes_tokens(spec["dtype"] for spec in manifest["inputs"])
     cached.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return figures
 
@@ -80,14 +82,14 @@ def search(options: SearchOptions, progress: Callable[[str], None] | None = None
     return _finish(options, profile.name, study, default, pool.where, say)
 
 
-def _with_ray_devices(options: SearchOptions, pool: Any, resource: str, say: Callable[[str], None]) -> SearchOptions:
+def _with_ray_devices(options: SearchOptions, pool: TrialPool, resource: str, say: Callable[[str], None]) -> SearchOptions:
     """On a Ray cluster with nodes advertising the profile's name as a resource, and no
     ``--host``: those nodes are the devices trials are timed on."""
     import dataclasses
 
     from edgekit.device.settings import RunnerSettings
 
-    if options.devices is not None or not getattr(pool, "has_resource", lambda name: False)(resource):
+    if options.devices is not None or not pool.has_resource(resource):
         return options
     say(f"[search] timing every trial on the Ray nodes with resource {resource!r}")
     devices = Devices(ray_resource=resource, settings=RunnerSettings(runs=options.latency_runs))

@@ -45,7 +45,6 @@ class Devices:
 
         if self.ray_resource is not None:
             return
-
         for host in self.hosts:
             parse_host(host)
         check_ssh_files(SshOptions(identity=self.identity, known_hosts=self.known_hosts))

@@ -39,6 +39,8 @@ class TrialPool(Protocol):
 
     def close(self) -> None: ...
 
+    def has_resource(self, name: str) -> bool: ...
+
 
 class ProcessTrials:
     """``workers`` trials at once, each in a ``spawn`` child (no forked torch/TF state). A child
@@ -72,6 +74,10 @@ class ProcessTrials:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def has_resource(self, name: str) -> bool:
+        """A local pool has no device nodes."""
+        return False
 
 
 def _future_result(future: Future) -> dict:

@@ -14,7 +14,7 @@ from edgekit.budget import Metric, higher_is_better
 from edgekit.errors import UnsupportedError
 from edgekit.search.options import SearchOptions
 from edgekit.search.space import to_toml
-from edgekit.search.trial import build_with, measure, trial_job
+from edgekit.search.trial import build_with, measure, shipped, trial_job
 
 #: the figures of a trial a row carries (besides number, state, params, feasible)
 ROW_KEYS = ("metric", "quality", "figure", "bytes", "latency_ms", "latency_where", "host_latency_ms", "artifact", "ran_on",
@@ -34,9 +34,7 @@ def trial_rows(study: Any) -> list[dict]:
 def default_int8(manifest: dict, metric: Metric) -> dict:
     """The default build's best int8: of its int8 artifacts, the fastest on the host, an ORT
     model counted as its ``.ort`` (what the device loads, and what a trial is measured by)."""
-    int8 = [a for a in manifest["artifacts"] if a["precision"] in ("int8", "int8_dynamic")]
-    converted = {a.get("reference_via") for a in int8}
-    int8 = [a for a in int8 if a["file"] not in converted]
+    int8 = shipped([a for a in manifest["artifacts"] if a["precision"] in ("int8", "int8_dynamic")])
     if not int8:
         raise UnsupportedError(f"the {manifest['target']} profile builds no int8 artifact to compare with",
                                "search a profile that lists int8 for ORT or TFLite")

@@ -15,11 +15,15 @@ from edgekit.search.space import to_toml
 from edgekit.verify.hostinfo import int8_isa
 
 
+def shipped(artifacts: list[dict]) -> list[dict]:
+    """The artifacts a device loads: an ``.onnx`` converted to ``.ort`` counts as its ``.ort``."""
+    converted = {a.get("reference_via") for a in artifacts}
+    return [a for a in artifacts if a["file"] not in converted]
+
+
 def _artifact(manifest: dict) -> dict:
-    """The trial's artifact: the one quantized file its overlay asked for (``.ort`` over the
-    ``.onnx`` it was converted from, since the device loads that one)."""
-    artifacts = sorted(manifest["artifacts"], key=lambda a: (a["format"] != "ort", a["file"]))
-    return artifacts[0]
+    """The trial's artifact: the one quantized file its overlay asked for, as the device loads it."""
+    return sorted(shipped(manifest["artifacts"]), key=lambda a: (a["format"] != "ort", a["file"]))[0]
 
 
 def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]:

@@ -13,6 +13,7 @@ calibration per layer, so it runs only when asked (``BuildOptions.sensitivity``)
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def layer_sensitivity(source: Path, calibration: dict[str, np.ndarray], scheme: 
     held-out samples."""
     prepared = prepare(source, scratch)
     float_outputs = _flat(run(prepared))
-    scheme = ORTInt8(**{**scheme.__dict__, "float_nodes": ()})  # each layer alone, nothing excluded
+    scheme = dataclasses.replace(scheme, float_nodes=())  # each layer alone, nothing excluded
     rows = []
     for index, (node, op) in enumerate(weight_nodes(prepared)):
         if progress:
