@@ -117,14 +117,26 @@ def within(metric: Metric, value: float, bound: float | None) -> bool:
 
 
 #: the metric of each ``accuracy["metric"]`` a build records (edgekit.stages.evaluate)
-ACCURACY_METRICS = {"top1": Metric.TOP1_DROP, "embedding_cosine": Metric.COSINE, "perplexity": Metric.PPL_INCREASE}
+ACCURACY_METRICS = {"top1": Metric.TOP1_DROP, "embedding_cosine": Metric.COSINE, "output_cosine": Metric.COSINE,
+                    "perplexity": Metric.PPL_INCREASE}
+#: the accuracy metrics that are a cosine to the reference (1 by definition for the reference itself)
+COSINE_METRICS = ("embedding_cosine", "output_cosine")
+
+
+def against_original(accuracy: dict[str, Any]) -> dict[str, Any]:
+    """The part of a build's ``accuracy`` record that compares with the model the user gave:
+    its ``original`` record when a recipe compressed the model (the top-level one compares with
+    the compressed model every artifact was converted from), else the record itself."""
+    return accuracy.get("original") or accuracy
 
 
 def artifact_figure(metric: Metric, accuracy: dict[str, Any], file: str) -> tuple[float, float]:
     """``(quality, figure)`` of artifact ``file`` from a build's ``accuracy`` record: its top-1,
     mean cosine or perplexity, and the figure ``metric``'s bound applies to (top-1 drop in pp,
-    the cosine, the perplexity increase in %). Raises ValueError when the build measured
-    another metric (a ``--min-cosine`` for a classifier, say)."""
+    the cosine, the perplexity increase in %), against the model the user gave (a compressed
+    build's ``original`` record). Raises ValueError when the build measured another metric (a
+    ``--min-cosine`` for a classifier, say)."""
+    accuracy = against_original(accuracy)
     measured = ACCURACY_METRICS.get(accuracy.get("metric", ""))
     if measured is not metric:
         raise ValueError(f"the budget bounds {metric.value}, but this model's quality is {accuracy.get('metric') or 'not measured'}")

@@ -123,6 +123,10 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
 @click.option("--trials", default=20, show_default=True, help="Trials the study holds when the search ends.")
 @click.option("--budget", metavar="TIME", help="No new trial after this time, e.g. 30m, 90s, 1h.")
 @click.option("--workers", default=1, show_default=True, help="Trials built at once (one process or Ray task each).")
+@click.option("--trial-time", metavar="TIME", default="10m", show_default=True,
+              help="Stop a trial (recorded as failed) that builds longer than this, e.g. 90s.")
+@click.option("--compress/--no-compress", default=True, show_default=True,
+              help="Trials may also prune, factorize, distill and QAT the model (when it has labelled training data).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run trials on Ray: alone, a Ray runtime started here; with HOST:PORT, that cluster (edgekit[ray]).")
 @click.option("--host", "-H", "hosts", multiple=True, metavar="USER@NAME[:PORT]",
@@ -137,8 +141,8 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
 @click.option("--latency-runs", default=50, show_default=True, help="Timed host runs per artifact in each trial.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def search_cmd(model, target, max_drop, min_cosine, max_ppl_increase, trials, budget, workers, ray_address, hosts, identity,
-               known_hosts, device_python, device_runs, out, resume, seed, latency_runs, as_json, debug) -> None:
+def search_cmd(model, target, max_drop, min_cosine, max_ppl_increase, trials, budget, workers, trial_time, compress, ray_address,
+               hosts, identity, known_hosts, device_python, device_runs, out, resume, seed, latency_runs, as_json, debug) -> None:
     """Search the schemes the target allows for MODEL (no MODEL: the digits example) with Optuna;
     write chosen.toml, its bundle and report.html into --out."""
     from edgekit.device.settings import RunnerSettings
@@ -150,7 +154,8 @@ def search_cmd(model, target, max_drop, min_cosine, max_ppl_increase, trials, bu
                           known_hosts=known_hosts, python=device_python) if hosts else None
         return SearchOptions(target=target, model=model, max_drop=parse_search_budget(max_drop, min_cosine, max_ppl_increase),
                              trials=trials, budget_s=parse_budget(budget) if budget else None, workers=workers, out=out,
-                             resume=resume, seed=seed, latency_runs=latency_runs, ray=ray_address, devices=devices)
+                             resume=resume, seed=seed, latency_runs=latency_runs, ray=ray_address, devices=devices,
+                             compress=compress, trial_time_s=parse_budget(trial_time, "--trial-time"))
 
     summary = _run(debug, search, _run(debug, options), None if as_json else (lambda line: click.echo(line, err=True)))
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else summary_table(summary, out))

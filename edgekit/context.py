@@ -86,6 +86,15 @@ class BuildContext:
     hooks: dict = field(default_factory=dict)  # the model file's train_data / evaluate functions
     llm: Any = None  # edgekit.llm.state.LlmState in a decoder-LLM build
     sensitivity: dict = field(default_factory=dict)  # per-layer int8 sensitivity, when asked
+    original: Any = None  # the uncompressed torch model, when a recipe compressed ctx.model
+
+    @property
+    def trainable(self) -> bool:
+        """Whether compression can recover what it costs here: a PyTorch model with labelled
+        training data (a ``train_data`` hook, or a calibration set with a labelled train split)."""
+        cal = self.calibration
+        labelled = cal is not None and cal.train_labels is not None and cal.train_samples() is not None
+        return self.model is not None and self.llm is None and ("train_data" in self.hooks or labelled)
 
     @property
     def token_inputs(self) -> bool:

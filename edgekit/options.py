@@ -18,6 +18,14 @@ class QualitySplit(str, Enum):
     SEARCH = "search"
     HELDOUT = "heldout"
 
+    def take(self, values):  # -> the same kind of array (or None)
+        """This part of ``values`` (an eval-split array, or None): all of it, the even samples
+        (``search``) or the odd ones (``heldout``), so both halves keep the split's class balance.
+        The one rule for every figure a search judges by (Evaluate, and the compression steps)."""
+        if values is None or self is QualitySplit.ALL:
+            return values
+        return values[0 if self is QualitySplit.SEARCH else 1::2]
+
 
 @dataclass(frozen=True)
 class BuildOptions:

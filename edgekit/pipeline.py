@@ -63,6 +63,23 @@ def _parse_recipe(options: BuildOptions) -> Any:
     return Recipe.from_toml(Path(path))
 
 
+def _overlay(options: BuildOptions) -> Path | None:
+    """The profile overlay: ``--overlay``, or the profile tables of a ``--recipe`` file (``edgekit
+    search``'s ``chosen.toml`` holds both the profile overlay and the compression steps)."""
+    from edgekit.targets import has_steps, overlays_profile
+
+    if options.overlay is not None and Path(options.overlay).is_file() and has_steps(Path(options.overlay)):
+        raise UnsupportedError(f"the overlay {options.overlay} holds compression steps ([[compress]])",
+                               f"pass it as --recipe {options.overlay}: that applies both its profile tables and its steps")
+    recipe = options.recipe_file
+    if recipe is None or not Path(recipe).is_file() or not overlays_profile(Path(recipe)):
+        return options.overlay
+    if options.overlay is not None:
+        raise UnsupportedError(f"both --overlay {options.overlay} and the recipe {recipe} change the profile",
+                               "merge the overlay's tables into the recipe file, or give the recipe without them")
+    return Path(recipe)
+
+
 def _beside_model(model: str | None) -> Path | None:
     if not model or ":" not in model or model.endswith((".onnx", ".pt2")):
         return None
@@ -160,7 +177,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
 
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
-    profile = load_target(options.target, options.overlay)
+    profile = load_target(options.target, _overlay(options))
     if _is_llm(options):
         _refuse_llm_recipe(options)
     recipe = None if _is_llm(options) else load_recipe(options)  # a bad recipe is refused before any work

@@ -1,6 +1,8 @@
 """Human-readable tables for the end of a build and for ``edgekit targets``."""
 from __future__ import annotations
 
+from edgekit.budget import COSINE_METRICS
+
 
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -44,8 +46,11 @@ def build_summary(manifest: dict) -> str:
         text = compression_summary(manifest["compression"]) + "\n\n" + text
     acc = manifest.get("accuracy")
     if acc:
-        ref = f"{acc['reference']:.3f}" if acc["metric"] == "perplexity" else f"{acc['reference'] * 100:.2f}%"
-        text += f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} ({acc['samples']} samples): {ref}"
+        shown = (lambda v: f"{v:.3f}") if acc["metric"] == "perplexity" else (lambda v: f"{v * 100:.2f}%")
+        text += (f"\nreference ({manifest['model']}) {acc['metric']} on {acc['dataset']} ({acc['samples']} samples): "
+                 f"{shown(acc['reference'])}")
+        if acc.get("original") and acc["metric"] not in COSINE_METRICS:  # a cosine reference is 1 by definition
+            text += f" compressed, {shown(acc['original']['reference'])} before compression"
     return text + f"\nbundle: {manifest.get('bundle_dir', '')}"
 
 
@@ -87,7 +92,7 @@ def _device_path(artifact: dict) -> str:
 def _quality(accuracy: dict, file: str) -> str:
     """The task metric of one artifact: top-1 %, embedding cosine mean/min, or perplexity."""
     value = accuracy["per_artifact"][file]
-    if accuracy["metric"] == "embedding_cosine":
+    if accuracy["metric"] in COSINE_METRICS:
         return f"cos {value:.4f}/{accuracy['min_per_artifact'][file]:.4f}"
     if accuracy["metric"] == "perplexity":
         return f"ppl {value:.3f} ({accuracy['perplexity_delta'][file] * 100:+.1f}%)"

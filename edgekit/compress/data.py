@@ -130,19 +130,22 @@ class TrainData:
         (``heldout`` of a text set: measured, never trained on) when present, else
         ``verification``. Multi-input models get a tuple of tensors in input order.
         """
+        from edgekit.options import QualitySplit
+
         progress = training_progress(ctx.reporter.info)
+        part = QualitySplit(ctx.options.quality_split)  # a search trial sees its half only, never the held-out one
         if "train_data" in ctx.hooks:
             x_train, y_train, x_eval, y_eval = ctx.hooks["train_data"]()
-            return cls(x_train, y_train, x_eval, y_eval, seed=ctx.options.seed, on_batch=progress)
+            return cls(x_train, y_train, _part(x_eval, part), part.take(y_eval), seed=ctx.options.seed, on_batch=progress)
         cal, names, seed = ctx.calibration, [s.name for s in ctx.inputs], ctx.options.seed
         train = cal.train_samples()
         if train is not None and cal.train_labels is not None:
-            return cls(_inputs(train, names), _labels(cal.train_labels), _inputs(cal.eval, names),
-                       _labels(cal.eval_labels), seed=seed, on_batch=progress)
+            return cls(_inputs(train, names), _labels(cal.train_labels), _part(_inputs(cal.eval, names), part),
+                       _labels(part.take(cal.eval_labels)), seed=seed, on_batch=progress)
         x_train = _inputs(cal.calibration, names)
         if train is not None:
             x_train = _concat(_inputs(train, names), x_train)
-        x_eval = _inputs(cal.eval if cal.eval is not None else cal.verification, names)
+        x_eval = _part(_inputs(cal.eval if cal.eval is not None else cal.verification, names), part)
         return cls(x_train, x_eval=x_eval, seed=seed, trim_padding=_trim_padding(ctx.model, x_train, names),
                    on_batch=progress)
 
@@ -184,6 +187,13 @@ def _inputs(samples: dict[str, np.ndarray] | None, names: list[str]) -> Inputs |
     if len(names) == 1:
         return _tensor(samples, names[0])
     return tuple(_tensor(samples, n) for n in names)
+
+
+def _part(x: Inputs | None, part: Any) -> Inputs | None:
+    """``part`` (a :class:`~edgekit.options.QualitySplit`) of eval inputs, per tensor of a tuple."""
+    if x is None or isinstance(x, torch.Tensor):
+        return part.take(x)
+    return tuple(part.take(t) for t in x)
 
 
 def _concat(a: Inputs, b: Inputs) -> Inputs:

@@ -116,7 +116,12 @@ class Recipe:
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError(f"recipe TOML is invalid: {exc}") from None
         tables = doc.get("compress")
-        if not isinstance(tables, list) or not tables:
+        if isinstance(tables, dict) and "method" in tables:
+            raise RecipeError("recipe TOML has [compress] where steps are [[compress]] tables; write one "
+                              '[[compress]] table per method, e.g. [[compress]] method="prune" kind="structured" ratio=0.3')
+        if not isinstance(tables, list):  # a profile overlay only (the profile's [compress] table included), or nothing
+            return cls(())
+        if not tables:
             raise RecipeError("recipe TOML has no [[compress]] tables; add one per method, "
                               'e.g. [[compress]] method="prune" kind="structured" ratio=0.3')
         return cls.from_dicts(tables)

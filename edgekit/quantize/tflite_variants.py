@@ -66,9 +66,10 @@ def dynamic_range_cli() -> None:
 
 
 def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str, np.ndarray], *,
-                 int8_io: str | None = None, extra_args: tuple[str, ...] = ()) -> Path:
+                 int8_io: str | None = None, per_channel: bool = True, extra_args: tuple[str, ...] = ()) -> Path:
     """Run onnx2tf on ``onnx_path`` into ``work`` (SavedModel + ``*_float32.tflite``/``*_float16.tflite``,
-    and with ``int8_io`` the full-integer ``*_integer_quant.tflite`` with that I/O dtype), in its
+    and with ``int8_io`` the full-integer ``*_integer_quant.tflite`` with that I/O dtype, weights
+    ``per_channel`` or per tensor), in its
     own process (:func:`edgekit.isolated.run_tool`). The build's and the tests' one driver.
 
     ``calibration`` maps every ONNX input name, in input order, to samples ``[N, 1, ...]``; they are
@@ -89,7 +90,7 @@ def convert_onnx(onnx_path: str | Path, work: str | Path, calibration: dict[str,
         args += ["-cind", name, str(path), "0.0", "1.0"]
     if int8_io:
         quant_io = int8_io if int8_io != "float32" else "int8"  # float I/O file is written either way
-        args += ["-oiqt", "-iqd", quant_io, "-oqd", quant_io]
+        args += ["-oiqt", "-iqd", quant_io, "-oqd", quant_io, "-qt", "per-channel" if per_channel else "per-tensor"]
     _offline_sample(out, next(iter(calibration.values())))
     run_tool(onnx2tf_cli, args, out, "onnx2tf", _ONNX2TF_HINT)
     return out

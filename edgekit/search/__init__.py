@@ -35,6 +35,7 @@ def _default_search(options: SearchOptions) -> dict:
         figures = time_on_device(options.devices, options.out / "default", figures, options.out)
     figures["sensitivity"] = manifest.get("sensitivity")
     figures["token_inputs"] = takes_tokens(spec["dtype"] for spec in manifest["inputs"])
+    figures["trainable"] = bool(manifest.get("trainable"))
     cached.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return figures
 
@@ -76,7 +77,7 @@ def search(options: SearchOptions, progress: Callable[[str], None] | None = None
         options = _with_ray_devices(options, pool, profile.name, say)
         default = _default_search(options)
         studies.run_study(study, options, profile, pool, lambda s, started: say(_progress_line(s, started, options)),
-                          _sensitive_layers(default), default.get("token_inputs", False))
+                          _sensitive_layers(default), default.get("token_inputs", False), default.get("trainable", False))
     finally:
         pool.close()
     return _finish(options, profile.name, study, default, pool.where, say)
@@ -100,14 +101,15 @@ def _finish(options: SearchOptions, target: str, study: Any, default: dict, ran_
     from edgekit.search import html, result
 
     rows = result.trial_rows(study)
-    chosen_row = result.choose(rows, default, options.max_drop.metric)
     summary: dict[str, Any] = {"target": target, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
                                "metric": options.max_drop.metric.value, "ran_on": ran_on, "trials": rows,
                                "default": {"search": default}, "chosen": None}
     summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"), options.max_drop.metric)
-    if chosen_row is not None:
-        say(f"[search] building the chosen trial #{chosen_row['number']} (held-out accuracy)")
-        summary["chosen"] = result.finish(options, chosen_row)
+    say("[search] timing the best candidates beside the default build's int8")
+    chosen_row, summary["races"] = result.choose(options, rows, default)
+    what = f"trial #{chosen_row['number']}" if chosen_row else "default profile (no trial beat it on size and latency)"
+    say(f"[search] building the chosen {what} (held-out accuracy)")
+    summary["chosen"] = result.finish(options, chosen_row, default)
     html.write(summary, options.out)
     (options.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return summary

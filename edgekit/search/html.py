@@ -8,7 +8,7 @@ import base64
 import html
 from pathlib import Path
 
-from edgekit.search.report import QUALITY, quality_text
+from edgekit.search.report import QUALITY, chosen_name, quality_text, race_text
 
 PLOTS = (("bytes", "size (KB)", 1e-3, "pareto_size.png"), ("latency_ms", "p50 latency (ms)", 1.0, "pareto_latency.png"))
 #: sorts the trial table by a clicked header (or ``#sort=<column>`` in the URL), then marks the
@@ -92,10 +92,11 @@ def _figures(summary: dict) -> str:
              f"held-out {quality_text(d)} (reference {quality_text({**d, 'quality': d['reference']}).split()[-1]})"]
     if c:
         h = c["heldout"]
-        lines.append(f"chosen, trial {c['trial']} ({h['artifact']}): {h['bytes']} B, {h['latency_ms']:.4f} ms on "
+        lines.append(f"{chosen_name(c)} ({h['artifact']}): {h['bytes']} B, {h['latency_ms']:.4f} ms on "
                      f"{h['latency_where']}, held-out {quality_text(h)} (budget {summary['max_drop']})")
     else:
         lines.append("no trial met the budget: nothing chosen")
+    lines += [race_text(r) for r in summary.get("races", [])]
     return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
 
 

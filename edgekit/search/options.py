@@ -12,11 +12,11 @@ from edgekit.search.devices import Devices
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_budget(text: str) -> float:
-    """``"30m"`` / ``"90s"`` / ``"1h"`` / ``"45"`` (seconds) -> seconds."""
+def parse_budget(text: str, flag: str = "--budget") -> float:
+    """``"30m"`` / ``"90s"`` / ``"1h"`` / ``"45"`` (seconds) -> seconds (``flag`` names the option in errors)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise UnsupportedError(f"cannot read --budget {text!r}", "write a time such as 30m, 90s or 1h")
+        raise UnsupportedError(f"cannot read {flag} {text!r}", "write a time such as 30m, 90s or 1h")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
@@ -63,6 +63,11 @@ class SearchOptions:
             (``--ray``): in a Ray runtime started here; an address (``--ray HOST:PORT``): on
             that Ray cluster, whose nodes must have edgekit installed.
         devices: time each trial's artifact on these devices (``--host``) instead of this host.
+        compress: trials may also compress the model (prune, low-rank, distillation, QAT) when it
+            has labelled training data; ``--no-compress``: quantization schemes only.
+        trial_time_s: a trial still building after this many seconds is stopped and recorded as
+            failed (``--trial-time``; compression with fine-tuning is what takes long); None: no
+            limit.
     """
 
     target: str
@@ -77,9 +82,13 @@ class SearchOptions:
     latency_runs: int = 50
     ray: str | None = None
     devices: Devices | None = None
+    compress: bool = True
+    trial_time_s: float | None = 600.0
 
     def __post_init__(self) -> None:
         if self.trials < 1 or self.workers < 1 or self.latency_runs < 1:
             raise UnsupportedError("--trials, --workers and --latency-runs must be >= 1", "give positive counts")
+        if self.trial_time_s is not None and self.trial_time_s <= 0:
+            raise UnsupportedError(f"--trial-time {self.trial_time_s:g}s is not a time", "write a time such as 10m or 90s")
         if self.devices is not None:
             self.devices.check()

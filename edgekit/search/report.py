@@ -27,15 +27,27 @@ def _row(name: str, figures: dict) -> list[str]:
 
 def summary_table(summary: dict, out: Path) -> str:
     """Default build vs chosen artifact on the held-out half, then where the files are."""
-    rows = [["", "artifact", "size", "p50", "timed on", "held-out quality", "budget figure"],
+    rows = [["", "artifact", "size", "p50 (its build)", "timed on", "held-out quality", "budget figure"],
             _row("default (best int8)", summary["default"]["heldout"])]
     chosen = summary["chosen"]
     if chosen:
-        rows.append(_row(f"chosen (trial {chosen['trial']})", chosen["heldout"]))
+        rows.append(_row(chosen_name(chosen), chosen["heldout"]))
     done = sum(r["state"] == "COMPLETE" for r in summary["trials"])
     failed = sum(r["state"] == "FAIL" for r in summary["trials"])
     lines = [table(rows), f"trials: {len(summary['trials'])} ({done} complete, {failed} failed) on {summary['ran_on']}; "
                           f"budget {summary['max_drop']}"]
+    lines += [race_text(r) for r in summary.get("races", [])]
     lines.append(f"chosen: {chosen['file']} (bundle {chosen['bundle']})" if chosen else "no trial met the budget")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)
+
+
+def chosen_name(chosen: dict) -> str:
+    return f"chosen (trial {chosen['trial']})" if chosen["trial"] is not None else "chosen (the profile as it is)"
+
+
+def race_text(race: dict) -> str:
+    """One line of the final race between a candidate and the default build's best int8."""
+    verdict = "kept" if race["trial_ms"] <= race["default_ms"] else "slower: passed over"
+    return (f"race: trial {race['trial']} {race['trial_ms']:.4f} ms vs default {race['default_ms']:.4f} ms "
+            f"({race['runs']} runs each, {race['where']}): {verdict}")

@@ -64,22 +64,81 @@ def int8_types(profile: TargetProfile) -> list[str]:
 MAX_FLOAT_LAYERS = 3
 
 
-def suggest(trial: Any, profile: TargetProfile, sensitive: Sequence[str] = (), token_inputs: bool = False) -> dict[str, Any]:
-    """The profile overlay of an Optuna ``trial``; ``sensitive``: the ORT int8 layers, most
-    sensitive first (the default build's per-layer sensitivity), of which a trial keeps the
-    first ``float_layers`` in float; ``token_inputs``: a transformer's space instead."""
+def suggest(trial: Any, profile: TargetProfile, sensitive: Sequence[str] = (), token_inputs: bool = False,
+            trainable: bool = False) -> dict[str, Any]:
+    """The profile overlay of an Optuna ``trial`` (with its ``compress`` steps when the model is
+    ``trainable``: a PyTorch model with labelled training data); ``sensitive``: the ORT int8
+    layers, most sensitive first (the default build's per-layer sensitivity), of which a trial
+    keeps the first ``float_layers`` in float; ``token_inputs``: a transformer's space instead."""
     runtime = trial.suggest_categorical("runtime", runtimes(profile, token_inputs))
     if token_inputs:
         return _token_overlay(trial, profile, runtime)
     if runtime == "tflite":
-        precision = trial.suggest_categorical("tflite_precision", tflite_precisions(profile))
-        return {"ort": {"enabled": False}, "tflite": {"enabled": True, "precisions": [precision]}}
+        overlay: dict[str, Any] = {"ort": {"enabled": False}, "tflite": _tflite_table(trial, profile)}
+    else:
+        ort = {"enabled": True, "precisions": ["int8"], "int8": _ort_int8(trial, profile, sensitive)}
+        overlay = {"tflite": {"enabled": False}, "ort": ort}
+    compress = trainable and trial.suggest_categorical("compress", [False, True])  # one lever: TPE learns whether it pays
+    steps = compress_steps(trial, _activation_signed(overlay, profile)) if compress else []
+    return {**overlay, "compress": steps} if steps else overlay
+
+
+def _ort_int8(trial: Any, profile: TargetProfile, sensitive: Sequence[str]) -> dict[str, Any]:
     int8 = _int8_scheme(trial, profile)
     if sensitive:
         keep = trial.suggest_categorical("float_layers", list(range(min(MAX_FLOAT_LAYERS, len(sensitive) - 1) + 1)))
         if keep:
             int8["float_nodes"] = list(sensitive[:keep])
-    return {"tflite": {"enabled": False}, "ort": {"enabled": True, "precisions": ["int8"], "int8": int8}}
+    return int8
+
+
+#: the compression a trial may run before converting, in the recipe's fixed order (prune ->
+#: lowrank -> distill -> qat); each fine-tunes on the model's labelled training data
+PRUNE_RATIOS = {"structured": (0.25, 0.5, 0.75), "unstructured": (0.5, 0.8)}
+LOWRANK_ENERGIES = (0.9, 0.95)
+DISTILL_EPOCHS = (3,)
+QAT_EPOCHS = (1,)
+
+
+def compress_steps(trial: Any, activation_signed: bool) -> list[dict[str, Any]]:
+    """The ``[[compress]]`` tables of a trial: a prune kind and ratio, a low-rank energy,
+    distillation from the original and QAT, each possibly off (QAT trains for the int8
+    activation type the trial's runtime takes)."""
+    steps: list[dict[str, Any]] = []
+    kind = trial.suggest_categorical("prune", ["none", *PRUNE_RATIOS])
+    if kind != "none":
+        steps.append({"method": "prune", "kind": kind, "ratio": trial.suggest_categorical(f"prune_{kind}_ratio", list(PRUNE_RATIOS[kind]))})
+    energy = trial.suggest_categorical("lowrank_energy", [0.0, *LOWRANK_ENERGIES])
+    if energy:
+        steps.append({"method": "lowrank", "energy": energy})
+    distill = trial.suggest_categorical("distill_epochs", [0, *DISTILL_EPOCHS])
+    if distill:
+        steps.append({"method": "distill", "epochs": distill})
+    qat = trial.suggest_categorical("qat_epochs", [0, *QAT_EPOCHS])
+    if qat:
+        steps.append({"method": "qat", "epochs": qat, "activation_signed": activation_signed})
+    return steps
+
+
+def _activation_signed(overlay: dict[str, Any], profile: TargetProfile) -> bool:
+    """TFLite's full-int8 activations are signed; ORT's are the trial's (or the profile's) type."""
+    if overlay["tflite"].get("enabled"):
+        return True
+    return overlay["ort"]["int8"].get("activation_type", profile.ort.int8.activation_type.value) == "int8"
+
+
+def _tflite_table(trial: Any, profile: TargetProfile) -> dict[str, Any]:
+    """One TFLite precision; for int8 its scheme: per-channel or per-tensor weights, the
+    calibration sample count, and the I/O dtype (the profile's, or float I/O, which any app can
+    feed; integer I/O only where the profile says the app quantizes its inputs)."""
+    precision = trial.suggest_categorical("tflite_precision", tflite_precisions(profile))
+    table: dict[str, Any] = {"enabled": True, "precisions": [precision]}
+    if precision == Precision.INT8.value:
+        io = sorted({profile.tflite.int8.io_dtype.value, "float32"})
+        table["int8"] = {"per_channel": trial.suggest_categorical("tflite_per_channel", [True, False]),
+                         "calibration_samples": trial.suggest_categorical("tflite_calibration_samples", list(CALIBRATION_SAMPLES)),
+                         "io_dtype": trial.suggest_categorical("tflite_io_dtype", io)}
+    return table
 
 
 def _int8_scheme(trial: Any, profile: TargetProfile) -> dict[str, Any]:
@@ -110,13 +169,22 @@ def to_toml(overlay: dict[str, Any], header: str = "") -> str:
 
 
 def _table(data: dict[str, Any], prefix: str, lines: list[str]) -> None:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) and not _is_tables(v)}
     if scalars and prefix:
         lines.append(f"\n[{prefix}]")
     lines.extend(f"{key} = {_value(value)}" for key, value in scalars.items())
     for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict):
-            _table(value, f"{prefix}.{key}" if prefix else key, lines)
+            _table(value, name, lines)
+        elif _is_tables(value):  # an array of tables: the recipe's [[compress]] steps
+            for table in value:
+                lines.append(f"\n[[{name}]]")
+                lines.extend(f"{k} = {_value(v)}" for k, v in table.items())
+
+
+def _is_tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _value(value: Any) -> str:

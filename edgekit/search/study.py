@@ -73,16 +73,18 @@ def _tell(study: Any, trial: Any, result: dict, budget: MaxDrop) -> None:
 
 
 def run_study(study: Any, options: SearchOptions, profile: TargetProfile, pool: TrialPool,
-              progress: Callable[[Any, float], None], sensitive: Sequence[str] = (), token_inputs: bool = False) -> None:
+              progress: Callable[[Any, float], None], sensitive: Sequence[str] = (), token_inputs: bool = False,
+              trainable: bool = False) -> None:
     """Run trials in ``pool`` until the study holds ``options.trials`` or the time budget is
     spent; ``progress(study, started)`` after each one; ``sensitive``: the ORT layers, most
-    sensitive first, trials may keep in float; ``token_inputs``: the model takes token ids."""
+    sensitive first, trials may keep in float; ``token_inputs``: the model takes token ids;
+    ``trainable``: it has labelled training data, so trials may compress it."""
     started, job = time.monotonic(), trial_job(options)
     pending: dict[int, Any] = {}
     while True:
         while len(pending) < options.workers and _may_start(study, options, started, len(pending)):
             trial = study.ask()
-            overlay = suggest(trial, profile, sensitive, token_inputs)
+            overlay = suggest(trial, profile, sensitive, token_inputs, trainable and options.compress)
             earlier = _same_params(study, trial)
             if earlier is not None:  # the same build again: its figures, not a second build
                 _tell(study, trial, {**earlier.user_attrs, "duplicate_of": earlier.number}, options.max_drop)

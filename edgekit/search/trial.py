@@ -6,11 +6,15 @@ so the search records it and goes on.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.budget import Metric, artifact_figure
+from edgekit.budget import Metric, against_original, artifact_figure
 from edgekit.search.space import to_toml
 from edgekit.verify.hostinfo import int8_isa
 
@@ -36,7 +40,7 @@ def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]
         raise ValueError("the build measured no task quality (the search needs the model's eval split)")
     quality, figure = artifact_figure(metric, accuracy, artifact["file"])
     latency = (artifact.get("host_latency_ms") or {}).get("p50")
-    return {"artifact": artifact["file"], "metric": metric.value, "quality": quality, "reference": accuracy["reference"],
+    return {"artifact": artifact["file"], "metric": metric.value, "quality": quality, "reference": against_original(accuracy)["reference"],
             "figure": figure, "bytes": artifact["bytes"], "latency_ms": latency, "host_latency_ms": latency,
             "latency_where": f"build host ({int8_isa()})", "dataset": accuracy["dataset"], "sha256": artifact["sha256"]}
 
@@ -44,19 +48,54 @@ def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]
 def trial_job(options: Any) -> dict[str, Any]:
     """What every trial build of a search (``SearchOptions``) shares, as plain data for workers."""
     return {"target": options.target, "model": options.model, "out": str(options.out), "seed": options.seed,
-            "latency_runs": options.latency_runs, "metric": options.max_drop.metric.value, "devices": options.devices}
+            "latency_runs": options.latency_runs, "metric": options.max_drop.metric.value, "devices": options.devices,
+            "trial_time_s": options.trial_time_s, "budget": str(options.max_drop)}
 
 
 def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False) -> dict:
     """Build ``job``'s model for its target with ``overlay_file`` into ``out`` (with the per-layer
-    sensitivity when asked); its manifest."""
+    sensitivity when asked); its manifest. The file is given as ``--recipe`` would give it: its
+    profile tables overlay the profile, its ``[[compress]]`` steps compress the model."""
+    from edgekit.budget import MaxDrop
     from edgekit.options import BuildOptions, QualitySplit
     from edgekit.pipeline import build
+    from edgekit.targets import has_steps
 
+    # compression is judged by the search's budget (not the profile's), before any conversion
+    compresses = overlay_file is not None and has_steps(overlay_file)
     options = BuildOptions(target=job["target"], model=job["model"], out=out, force=True, seed=job["seed"],
-                           latency_runs=job["latency_runs"], verify_on="none", overlay=overlay_file,
-                           quality_split=QualitySplit(split), sensitivity=sensitivity)
+                           latency_runs=job["latency_runs"], verify_on="none", recipe_file=overlay_file,
+                           quality_split=QualitySplit(split), sensitivity=sensitivity,
+                           max_drop=MaxDrop.parse(job["budget"]) if compresses and "budget" in job else None)
     return build(options)
+
+
+class TrialTimeout(BaseException):
+    """A trial's build ran past ``--trial-time``. A BaseException, like KeyboardInterrupt: the
+    stages' own ``except Exception`` (a converter's failure becomes a ConversionError) must not
+    turn it into another error, and their ``finally`` blocks still clean up."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`TrialTimeout` in this thread after ``seconds``. An alarm signal, so it
+    stops the build between two Python bytecodes (a long training loop included) and the
+    worker goes on with the next trial; only the main thread of a process gets signals (pool
+    workers and Ray tasks run trials there; elsewhere no limit applies)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TrialTimeout(f"the trial ran past --trial-time {seconds:g}s and was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def run_trial(job: dict[str, Any], number: int, overlay: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +106,13 @@ def run_trial(job: dict[str, Any], number: int, overlay: dict[str, Any]) -> dict
     overlay_file = folder / "overlay.toml"
     overlay_file.write_text(to_toml(overlay, f"edgekit search: trial {number}"), encoding="utf-8")
     try:
-        figures = measure(build_with(job, overlay_file, folder / "bundle", "search"), Metric(job["metric"]))
+        with time_limit(job.get("trial_time_s")):
+            manifest = build_with(job, overlay_file, folder / "bundle", "search")
+        figures = measure(manifest, Metric(job["metric"]))
         if job.get("devices") is not None:
             figures = time_on_device(job["devices"], folder / "bundle", figures, Path(job["out"]))
         return figures
-    except Exception as exc:  # any failure is this trial's result, not the search's end
+    except (Exception, TrialTimeout) as exc:  # any failure is this trial's result, not the search's end
         (folder / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 

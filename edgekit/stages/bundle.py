@@ -41,6 +41,7 @@ def manifest(ctx: BuildContext) -> dict:
         "extra_files": sorted(ctx.extra_files),
         "accuracy": ctx.accuracy or None,
         "compression": ctx.compression or None,
+        "trainable": ctx.trainable,  # compression with fine-tuning is worth trying (edgekit search reads it)
         **({"sensitivity": ctx.sensitivity} if ctx.sensitivity else {}),  # absent unless asked: manifests stay as they were
         # int8 figures depend on the CPU that ran them (see edgekit.verify.hostinfo): say which one did
         "verified_on": hostinfo.describe(),

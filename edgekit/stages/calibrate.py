@@ -14,16 +14,17 @@ from edgekit.stages.base import Stage
 from edgekit.tensors import TensorSpec
 
 
-def reference_outputs(ctx: BuildContext, samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the model being converted on ``samples`` (``[N, *shape]`` per input), one at a time
-    because the exported graph has a static batch."""
+def reference_outputs(ctx: BuildContext, samples: dict[str, np.ndarray], model: object = None) -> dict[str, np.ndarray]:
+    """Run the model being converted (or the torch ``model`` given: the uncompressed original)
+    on ``samples`` (``[N, *shape]`` per input), one at a time because the exported graph has a
+    static batch."""
     count = len(next(iter(samples.values())))
-    rows = [_run_one(ctx, {k: v[i] for k, v in samples.items()}) for i in range(count)]
+    rows = [_run_one(ctx, {k: v[i] for k, v in samples.items()}, model or ctx.model) for i in range(count)]
     return {spec.name: np.stack([r[j] for r in rows]) for j, spec in enumerate(ctx.outputs)}
 
 
-def _run_one(ctx: BuildContext, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
-    if ctx.model is None:
+def _run_one(ctx: BuildContext, sample: dict[str, np.ndarray], model: object) -> list[np.ndarray]:
+    if model is None:
         return _onnx_session(ctx).run(None, sample)
     import torch
 
@@ -31,7 +32,7 @@ def _run_one(ctx: BuildContext, sample: dict[str, np.ndarray]) -> list[np.ndarra
 
     args = [torch.from_numpy(np.ascontiguousarray(sample[s.name])) for s in ctx.inputs]
     with torch.no_grad():
-        return [t.detach().float().numpy() for t in _flatten_outputs(ctx.model(*args))]
+        return [t.detach().float().numpy() for t in _flatten_outputs(model(*args))]
 
 
 _SESSIONS: dict[str, object] = {}

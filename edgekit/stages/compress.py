@@ -60,7 +60,7 @@ class Compress(Stage):
         if recipe.steps[-1].method is Method.QAT:
             ctx.qat_model = model
             model = to_float(model)  # weights on the int8 grid, for the PTQ converters
-        ctx.model = model.eval()
+        ctx.original, ctx.model = ctx.model, model.eval()  # quality is judged against the original too
         ctx.compression = [{**r.to_dict(), **m} for r, m in zip(reports, measured)]
         _record(ctx, defaulted)
         judge(ctx.compression, metric, bound, source)  # raises before any conversion work

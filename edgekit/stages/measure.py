@@ -18,6 +18,17 @@ from edgekit.verify.hostrun import open_session
 ROUNDS = 5
 
 
+def interleaved_latency(sessions: list, sample: dict[str, np.ndarray], runs: int, rounds: int = ROUNDS) -> list[list[float]]:
+    """Per session, ``runs`` timed runs (ms) on ``sample`` in ``rounds`` interleaved slices: the
+    one timing rule for artifacts compared with each other (a build's, a search's final race)."""
+    per_round = max(1, -(-runs // rounds))
+    times: list[list[float]] = [[] for _ in sessions]
+    for round_index in range(rounds):
+        for session, bucket in zip(sessions, times):
+            bucket += session.latency_ms(sample, per_round, warmup=5 if round_index == 0 else 1)
+    return times
+
+
 class MeasureLatency(Stage):
     """Fill ``host_latency_ms`` (p50, mean, min, runs, threads) for every artifact."""
 
@@ -34,11 +45,7 @@ class MeasureLatency(Stage):
             cfg = ctx.profile.tflite if artifact.format == "tflite" else ctx.profile.ort
             threads.append(max(1, min(cfg.threads, os.cpu_count() or 1)))  # never more than this host has
             sessions.append(open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads[-1]))
-        per_round = max(1, -(-ctx.options.latency_runs // ROUNDS))
-        times: list[list[float]] = [[] for _ in sessions]
-        for round_index in range(ROUNDS):
-            for session, bucket in zip(sessions, times):
-                bucket += session.latency_ms(sample, per_round, warmup=5 if round_index == 0 else 1)
+        times = interleaved_latency(sessions, sample, ctx.options.latency_runs)
         for artifact, bucket, count in zip(ctx.artifacts, times, threads):
             t = np.asarray(bucket)
             artifact.host_latency_ms = {"p50": float(np.median(t)), "mean": float(t.mean()), "min": float(t.min()),

@@ -54,7 +54,8 @@ def _int8_float_fallback(work: Path, ctx: BuildContext, image_io: str | None = N
     ViT, digits eval: cosine 0.9996 either way, 63 KB instead of 73 KB)."""
     target = work / ("model_int8_image.tflite" if image_io else "model_int8_fallback.tflite")
     samples = work / "fallback_calibration.npz"
-    calibration = ctx.calibration.calibration
+    count = ctx.profile.tflite.int8.calibration_samples
+    calibration = {k: v[:count] for k, v in ctx.calibration.calibration.items()}
     if image_io:  # the SavedModel takes NHWC; one sample [1, H, W, C] per row
         calibration = {k: nhwc(v.astype(np.float32))[:, None] for k, v in calibration.items()}
     np.savez(samples, **calibration)
@@ -150,6 +151,7 @@ class TFLiteConvert(Stage):
 
     @staticmethod
     def _convert(ctx: BuildContext, work: Path, precisions: tuple[Precision, ...], full_int8: bool) -> None:
-        calibration = {spec.name: ctx.calibration.calibration[spec.name] for spec in ctx.inputs}
-        int8_io = ctx.profile.tflite.int8.io_dtype.value if Precision.INT8 in precisions and full_int8 else None
-        convert_onnx(_tflite_source(ctx, work), work, calibration, int8_io=int8_io)
+        scheme = ctx.profile.tflite.int8
+        calibration = {spec.name: ctx.calibration.calibration[spec.name][:scheme.calibration_samples] for spec in ctx.inputs}
+        int8_io = scheme.io_dtype.value if Precision.INT8 in precisions and full_int8 else None
+        convert_onnx(_tflite_source(ctx, work), work, calibration, int8_io=int8_io, per_channel=scheme.per_channel)

@@ -90,8 +90,10 @@ def test_bad_cli_recipes(items: list[str], message: str) -> None:
 
 
 def test_bad_toml() -> None:
-    with pytest.raises(RecipeError, match="recipe TOML has no \\[\\[compress\\]\\] tables"):
-        Recipe.from_toml("[build]\ntarget = 'rpi4'\n")
+    with pytest.raises(RecipeError, match="has \\[compress\\] where steps are \\[\\[compress\\]\\] tables"):
+        Recipe.from_toml("[compress]\nmethod = 'prune'\n")
+    # no steps: a profile overlay (edgekit search's chosen.toml), which the profile schema judges
+    assert Recipe.from_toml("[build]\ntarget = 'rpi4'\n").steps == () and Recipe.from_toml("# nothing\n").steps == ()
     with pytest.raises(RecipeError, match="recipe TOML is invalid"):
         Recipe.from_toml("[[compress]\n")
     with pytest.raises(RecipeError, match="has no 'method'"):

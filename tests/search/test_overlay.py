@@ -54,3 +54,56 @@ def test_a_transformer_gets_the_token_space():
         assert len(overlay[runtime]["token_precisions"]) == 1 and "precisions" not in overlay[runtime]
         assert "float_nodes" not in (overlay[runtime].get("int8") or {})  # no per-layer float choice for transformers
     assert {o["ort"]["token_precisions"][0] for o in overlays if o["ort"]["enabled"]} >= {"int8_dynamic"}
+
+
+def test_a_trainable_model_gets_compression_steps_in_recipe_order(tmp_path):
+    import tomllib
+
+    from edgekit.compress import ORDER, Recipe
+
+    rpi4 = load_target("rpi4")
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=5))
+    overlays = [suggest(study.ask(), rpi4, ("conv_a", "conv_b"), trainable=True) for _ in range(24)]
+    steps = [o["compress"] for o in overlays if "compress" in o]
+    assert 0 < len(steps) < len(overlays)  # compression is a choice, "none" included
+    methods = {s["method"] for step in steps for s in step}
+    assert methods == {"prune", "lowrank", "distill", "qat"}
+    for overlay in overlays:
+        text = to_toml(overlay)
+        assert tomllib.loads(text) == overlay  # [[compress]] tables survive the round trip
+        path = tmp_path / "trial.toml"
+        path.write_text(text)
+        recipe = Recipe.from_toml(path)  # the same file is a valid recipe (empty without steps)
+        assert [s.method for s in recipe.steps] == sorted((s.method for s in recipe.steps), key=ORDER.index)
+        qat = [s for s in overlay.get("compress", []) if s["method"] == "qat"]
+        if qat:  # QAT trains for the activation type the trial's runtime quantizes to
+            signed = overlay["tflite"]["enabled"] or overlay["ort"]["int8"]["activation_type"] == "int8"
+            assert qat[0]["activation_signed"] is signed
+    assert not any("compress" in suggest(study.ask(), rpi4) for _ in range(8))  # no training data: no compression
+
+
+def test_tflite_int8_trials_choose_a_scheme():
+    rpi4 = load_target("rpi4")
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=2))
+    tables = [o["tflite"] for o in (suggest(study.ask(), rpi4) for _ in range(30)) if o["tflite"]["enabled"]]
+    schemes = {(t["int8"]["per_channel"], t["int8"]["io_dtype"]) for t in tables}
+    assert schemes == {(True, "int8"), (False, "int8"), (True, "float32"), (False, "float32")}
+    assert {t["int8"]["calibration_samples"] for t in tables} <= {16, 32, 64, 128}
+
+
+def test_an_overlay_with_compression_steps_is_refused_and_a_recipe_overlays_the_profile(tmp_path):
+    from edgekit.errors import UnsupportedError
+    from edgekit.options import BuildOptions
+    from edgekit.pipeline import _overlay, build
+
+    chosen = tmp_path / "chosen.toml"
+    chosen.write_text(to_toml({"tflite": {"enabled": False}, "compress": [{"method": "prune", "kind": "structured", "ratio": 0.5}]}))
+    with pytest.raises(UnsupportedError, match=r"holds compression steps.*pass it as --recipe"):
+        build(BuildOptions(target="rpi4", overlay=chosen, out=tmp_path / "b"))
+    assert _overlay(BuildOptions(target="rpi4", recipe_file=chosen)) == chosen
+    assert load_target("rpi4", chosen).tflite.enabled is False  # the steps are the recipe's, not the profile's
+    plain = tmp_path / "plain.toml"
+    plain.write_text(to_toml({"ort": {"enabled": False}}))
+    with pytest.raises(UnsupportedError, match="both --overlay"):
+        _overlay(BuildOptions(target="rpi4", recipe_file=chosen, overlay=plain))
+    assert not (tmp_path / "b").exists()

@@ -53,8 +53,16 @@ def test_chosen_toml_rebuilds_the_chosen_bundle_byte_for_byte(searched, tmp_path
     chosen = searched["second"]["chosen"]
     assert chosen is not None and chosen["heldout"]["dataset"] == "digits:eval[heldout]"
     assert chosen["search"]["figure"] <= 0.5  # top-1 drop in pp on the search half
+    assert chosen["identical_to_searched"]  # the shipped artifact is the one the search measured, byte for byte
+    default = searched["second"]["default"]
+    assert chosen["heldout"]["bytes"] <= default["heldout"]["bytes"]  # never larger than the default's best int8
+    for race in searched["second"]["races"]:  # and never slower, timed beside it
+        assert race["runs"] == 200 and race["trial_ms"] > 0 and race["default_ms"] > 0
+    if chosen["trial"] is not None:
+        assert searched["second"]["races"][-1]["trial"] == chosen["trial"]
+        assert searched["second"]["races"][-1]["trial_ms"] <= searched["second"]["races"][-1]["default_ms"]
     out = tmp_path / "rebuilt"
-    result = CliRunner().invoke(main, ["build", searched["model"], "--target", searched["target"], "--overlay", chosen["file"],
+    result = CliRunner().invoke(main, ["build", searched["model"], "--target", searched["target"], "--recipe", chosen["file"],
                                        "--out", str(out), "--latency-runs", "0", "--verify-on", "none"])
     assert result.exit_code == 0, result.output
     expected = artifact_hashes(searched["out"] / "chosen")
