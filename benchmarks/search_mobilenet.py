@@ -64,9 +64,14 @@ def onnx2tf_own(work: Path, calibration: np.ndarray) -> Path:
     samples = work / "calibration_nhwc.npy"
     np.save(samples, calibration[:, 0].transpose(0, 2, 3, 1).astype(np.float32))
     out = work / "onnx2tf_own"
+    out.mkdir()
+    # the sample file onnx2tf would download for an RGB input, written from the same photos (no network)
+    from edgekit.quantize.tflite_variants import _offline_sample
+
+    _offline_sample(out, calibration)
     subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(out), "-oiqt", "-n",
-                    "-cind", "input", str(samples), "[[[[0.0,0.0,0.0]]]]", "[[[[1.0,1.0,1.0]]]]"],
-                   check=True, cwd=work, stdout=subprocess.DEVNULL)
+                    "-cind", "input", str(samples), "0.0", "1.0"],
+                   check=True, cwd=out, stdout=subprocess.DEVNULL)
     return out / "mobilenet_v2_full_integer_quant.tflite"
 
 

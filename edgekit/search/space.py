@@ -158,7 +158,13 @@ def _token_overlay(trial: Any, profile: TargetProfile, runtime: str) -> dict[str
     if runtime == "ort" and precision == Precision.INT8.value:
         activation = trial.suggest_categorical("activation_type", sorted({profile.ort.int8.activation_type.value, "uint8"}))
         table["int8"] = {"activation_type": activation, "per_channel": trial.suggest_categorical("per_channel", [True, False])}
+    if precision == Precision.INT4.value:
+        table["int4_block_size"] = trial.suggest_categorical("int4_block_size", list(INT4_BLOCK_SIZES))
     return {other: {"enabled": False}, runtime: table}
+
+
+#: MatMulNBits block sizes a weight-only int4 trial may pick (smaller: more scales, closer to fp32)
+INT4_BLOCK_SIZES = (16, 32, 64, 128)
 
 
 def to_toml(overlay: dict[str, Any], header: str = "") -> str:

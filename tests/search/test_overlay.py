@@ -41,7 +41,7 @@ def test_the_space_follows_the_profile():
     assert ort and all((o["activation_type"], o["weight_type"]) == ("uint8", "uint8") for o in ort)
 
 
-def test_a_transformer_gets_the_token_space():
+def test_a_transformer_gets_the_token_space(tmp_path):
     from edgekit.search.space import runtimes, suggest, token_precisions
 
     rpi4 = load_target("rpi4")
@@ -54,6 +54,10 @@ def test_a_transformer_gets_the_token_space():
         assert len(overlay[runtime]["token_precisions"]) == 1 and "precisions" not in overlay[runtime]
         assert "float_nodes" not in (overlay[runtime].get("int8") or {})  # no per-layer float choice for transformers
     assert {o["ort"]["token_precisions"][0] for o in overlays if o["ort"]["enabled"]} >= {"int8_dynamic"}
+    int4 = [o["ort"] for o in overlays if o["ort"]["enabled"] and o["ort"]["token_precisions"] == ["int4"]]
+    assert int4 and all(t["int4_block_size"] in (16, 32, 64, 128) for t in int4)
+    (tmp_path / "int4.toml").write_text(to_toml({"tflite": {"enabled": False}, "ort": int4[0]}))
+    assert load_target("rpi4", tmp_path / "int4.toml").ort.int4_block_size == int4[0]["int4_block_size"]
 
 
 def test_a_trainable_model_gets_compression_steps_in_recipe_order(tmp_path):
