@@ -8,8 +8,9 @@ and onnx2tf's own full-int8 of the same model, timed side by side in one run.
 2. onnx2tf's own full-int8: the model exported by ``torch.onnx.export`` and converted by the
    onnx2tf CLI with its defaults (``-oiqt``; only ``-cind`` added, the same calibration photos,
    so it never downloads its sample images).
-3. ``edgekit search`` over TFLite schemes (``--no-compress``: random weights have no training
-   data), ``--min-cosine`` the default int8's cosine, so a kept trial is at least as accurate.
+3. ``edgekit search`` (``--no-compress``: random weights have no training data),
+   ``--min-cosine`` the default int8's cosine on the search half, so a kept trial is at least as
+   accurate there; the table gives every file's cosine on all 8 verification photos.
 4. fp32, the three int8 files: LiteRT with XNNPACK, ``--threads`` threads, interleaved rounds
    (every file sees the same machine state), the median of the round means; cosine to fp32.
 
@@ -44,10 +45,33 @@ def photos() -> dict[str, np.ndarray]:
     return {"calibration": data.calibration["input"], "verification": data.verification["input"]}
 
 
-def default_build(work: Path) -> dict:
-    from edgekit import BuildOptions, build
+#: random weights are int8-hostile (cosine about 0.97 where a trained net gives 0.99+): the host
+#: profile with its fp16/int8 tolerances loosened, as its verification error suggests, so the
+#: default build and every trial verify; the search's --min-cosine is what judges them
+LOOSE = {"fp16": {"max_rel_err": 0.05, "min_top1_agreement": 0.0},
+         "int8": {"max_rel_err": 0.5, "min_cosine": 0.9, "min_top1_agreement": 0.0}}
 
-    return build(BuildOptions(target="host", model=MODEL, out=work / "default", latency_runs=0))
+
+def loose_host(work: Path) -> Path:
+    import tomllib
+
+    from edgekit.paths import targets_dir
+    from edgekit.search.space import to_toml
+    from edgekit.targets import merge_overlay
+
+    profile = tomllib.loads((targets_dir() / "host.toml").read_text(encoding="utf-8"))
+    path = work / "host-random-weights.toml"
+    path.write_text(to_toml(merge_overlay(profile, {"name": "host-random-weights", "tolerance": LOOSE})), encoding="utf-8")
+    return path
+
+
+def default_build(work: Path, target: Path) -> dict:
+    from edgekit import BuildOptions, build
+    from edgekit.options import QualitySplit
+
+    # judged on the search half, as the search judges its trials: the budget is the default's own figure there
+    return build(BuildOptions(target=str(target), model=MODEL, out=work / "default", latency_runs=0,
+                              quality_split=QualitySplit.SEARCH))
 
 
 def onnx2tf_own(work: Path, calibration: np.ndarray) -> Path:
@@ -75,23 +99,33 @@ def onnx2tf_own(work: Path, calibration: np.ndarray) -> Path:
     return out / "mobilenet_v2_full_integer_quant.tflite"
 
 
-def run_search(work: Path, min_cosine: float, trials: int, workers: int) -> dict:
+def run_search(work: Path, target: Path, min_cosine: float, trials: int, workers: int) -> dict:
     from edgekit.budget import MaxDrop, Metric
     from edgekit.search import SearchOptions, search
 
-    options = SearchOptions(target="host", model=MODEL, max_drop=MaxDrop(Metric.COSINE, min_cosine), trials=trials,
+    options = SearchOptions(target=str(target), model=MODEL, max_drop=MaxDrop(Metric.COSINE, min_cosine), trials=trials,
                             workers=workers, out=work / "search", compress=False, latency_runs=20)
     return search(options, lambda line: print(line, file=sys.stderr))
 
 
-def best_tflite(summary: dict, work: Path) -> Path | None:
-    """The feasible TFLite int8 trial fastest on the host in the search (None: there was none)."""
+def chosen_file(summary: dict) -> Path | None:
+    """The search's choice when it is a TFLite int8 file (a trial's, or the default's when no
+    trial beat it on size and latency), else None."""
+    chosen = summary["chosen"]
+    if chosen is None or chosen["heldout"]["artifact"] != "model_int8.tflite":
+        return None
+    return Path(chosen["bundle"]) / "model_int8.tflite"
+
+
+def fastest_tflite_trial(summary: dict, work: Path) -> tuple[dict | None, Path | None]:
+    """The feasible TFLite int8 trial with the lowest latency as the search measured it (two
+    trials at a time: the race at the end is what the choice rests on)."""
     rows = [r for r in summary["trials"] if r["state"] == "COMPLETE" and r["feasible"] and r["duplicate_of"] is None
             and r["artifact"] == "model_int8.tflite"]
     if not rows:
-        return None
+        return None, None
     best = min(rows, key=lambda r: r["latency_ms"])
-    return work / "search" / "trials" / f"{best['number']:04d}" / "bundle" / "model_int8.tflite"
+    return best, work / "search" / "trials" / f"{best['number']:04d}" / "bundle" / "model_int8.tflite"
 
 
 def _interpreter(path: Path, threads: int):
@@ -148,6 +182,13 @@ def measure(files: dict[str, Path], images: np.ndarray, rounds: int, runs: int, 
     return rows
 
 
+def _scheme(summary: dict) -> str:
+    number = summary["chosen"]["trial"]
+    if number is None:
+        return "the profile as it is: no trial beat its int8 on size and latency"
+    return str(next(r["params"] for r in summary["trials"] if r["number"] == number))
+
+
 def _markdown(result: dict) -> str:
     host = result["host"]
     lines = ["# edgekit search on MobileNetV2 (host profile): best int8 TFLite vs the default and onnx2tf's own", "",
@@ -155,8 +196,11 @@ def _markdown(result: dict) -> str:
              f"{result['rounds']} interleaved rounds of {result['runs_per_round']} runs; load average before timing "
              f"{result['load_average_before']}.", "",
              f"Search: {result['search']['trials']} trials, `--min-cosine {result['search']['min_cosine']}` (the default "
-             f"int8's cosine on the search half); best TFLite trial #{result['search']['best_trial']} "
-             f"({result['search']['best_scheme']}).", "",
+             f"int8's cosine on the search half, 4 of the 8 verification photos); chosen: trial {result['search']['chosen_trial']} "
+             f"({result['search']['chosen_scheme']}). Races (host, interleaved, 200 runs each): "
+             + "; ".join(f"trial {r['trial']} {r['trial_ms']:.3f} ms vs default {r['default_ms']:.3f} ms"
+                         for r in result["search"]["races"])
+             + ".", "",
              "| file | p50 ms | vs onnx2tf int8 | cosine to PyTorch (8 photos) | bytes |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {r['p50_ms_of_round_means']} | {r['ratio_to_onnx2tf_int8']}x | {r['cosine_to_pytorch_mean']} | "
               f"{r['bytes']:,} |" for k, r in result["rows"].items()]
@@ -178,28 +222,32 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgekit_searchnet_") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        images = photos()
-        default = default_build(work)
-        own = onnx2tf_own(work, images["calibration"])
         from edgekit.budget import Metric
         from edgekit.search.result import default_int8
 
-        min_cosine = round(default_int8(default, Metric.COSINE)["quality"], 5)
-        summary = run_search(work, min_cosine, args.trials, args.workers)
-        best = best_tflite(summary, work)
+        images, target = photos(), loose_host(work)
+        default = default_build(work, target)
+        own = onnx2tf_own(work, images["calibration"])
+        tflite = {**default, "artifacts": [a for a in default["artifacts"] if a["file"] == "model_int8.tflite"]}
+        min_cosine = round(default_int8(tflite, Metric.COSINE)["quality"], 5)
+        summary = run_search(work, target, min_cosine, args.trials, args.workers)
+        chosen, (fastest, fastest_path) = chosen_file(summary), fastest_tflite_trial(summary, work)
         files = {"fp32 (edgekit)": work / "default" / "model_fp32.tflite", "default int8 (edgekit)": work / "default" / "model_int8.tflite",
                  "onnx2tf full-int8 (its defaults)": own}
-        if best is not None:
-            files["search's best int8 (edgekit)"] = best
+        if chosen is not None:
+            files["search's choice (edgekit)"] = chosen
+        if fastest_path is not None:
+            files[f"fastest TFLite trial #{fastest['number']} (edgekit)"] = fastest_path
         load = os.getloadavg()[0]
         rows = measure(files, images["verification"], args.rounds, args.runs, args.threads)
-        trial = next((r for r in summary["trials"] if best is not None and f"{r['number']:04d}" in str(best)), None)
         result = {"model": "MobileNetV2-1.0 224 (random weights, BN calibrated on photos)", "threads": args.threads,
                   "rounds": args.rounds, "runs_per_round": args.runs, "load_average_before": round(load, 2),
                   "host": hostinfo.describe(), "rows": rows,
                   "search": {"trials": len(summary["trials"]), "min_cosine": min_cosine,
-                             "best_trial": trial and trial["number"], "best_scheme": trial and trial["params"],
-                             "chosen": summary["chosen"] and summary["chosen"]["trial"]}}
+                             "chosen_trial": summary["chosen"] and summary["chosen"]["trial"],
+                             "chosen_scheme": summary["chosen"] and _scheme(summary), "races": summary["races"],
+                             "chosen_identical_to_its_trial": summary["chosen"] and summary["chosen"]["identical_to_searched"],
+                             "fastest_trial": fastest and fastest["number"], "fastest_scheme": fastest and fastest["params"]}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(result))

@@ -13,7 +13,6 @@ reports a crashed task as an exception instead of hanging. It is an optional ext
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import socket
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -55,9 +54,7 @@ class ProcessTrials:
         self.where = f"local process pool ({workers} workers)"
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        threads = max(1, (os.cpu_count() or 1) // self._workers)
-        return ProcessPoolExecutor(max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_share_cores, initargs=(threads,))
+        return ProcessPoolExecutor(max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, job: dict[str, Any], number: int, overlay: dict[str, Any]) -> None:
         try:
@@ -81,15 +78,6 @@ class ProcessTrials:
     def has_resource(self, name: str) -> bool:
         """A local pool has no device nodes."""
         return False
-
-
-def _share_cores(threads: int) -> None:
-    """Each worker's share of the cores, as Ray gives a task with ``num_cpus`` (it sets
-    ``OMP_NUM_THREADS``): torch's and numpy's thread pools read it when first imported, which is
-    after this, so two workers on two cores do not each start two training threads. Converters
-    run by :func:`edgekit.isolated.run_tool` get their fixed environment either way, so the
-    artifacts' bytes do not depend on it."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _future_result(future: Future) -> dict:

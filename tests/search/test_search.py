@@ -134,3 +134,16 @@ def test_a_budget_for_another_metric_is_refused_after_the_default_build(search_s
     with pytest.raises(UnsupportedError, match="this model's quality is top1"):
         search(options)
     assert not (tmp_path / "s" / "trials").exists()  # no trial was built
+
+
+def test_when_no_trial_wins_the_profile_as_it_is_is_chosen(searched, tmp_path):
+    from edgekit.search.result import finish
+    from tests.search.conftest import search_options
+
+    out = tmp_path / "search"
+    options = search_options({**searched, "out": out}, 1, False)
+    default = searched["second"]["default"]["search"]
+    chosen = finish(options, None, default)
+    assert chosen["trial"] is None and "the profile as it is" in (out / "chosen.toml").read_text()
+    assert chosen["heldout"]["artifact"] == default["artifact"] and chosen["identical_to_searched"]
+    assert chosen["heldout"]["sha256"] == default["sha256"] and chosen["search"]["bytes"] == default["bytes"]
