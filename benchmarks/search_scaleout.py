@@ -1,6 +1,6 @@
 """edgekit search scale-out: trials per minute with 1 and 2 workers, process pool and Ray, same trials.
 
-    python benchmarks/search_scaleout.py [--trials 8] [--target rpi4]
+    python benchmarks/search_scaleout.py [--trials 8] [--rounds 2] [--target rpi4]
 
 The same fixed list of trial overlays (the digits example for the target, drawn once from the
 search space with a seeded sampler, every one distinct) runs through each executor of
@@ -73,21 +73,32 @@ def run(executor: str | None, workers: int, target: str, trials: list[dict], out
             "load_before": round(load, 2)}
 
 
+def _merged(found: list[dict]) -> dict:
+    """One config's rounds: total trials over total seconds, the per-round rates beside it."""
+    seconds, trials = sum(r["seconds"] for r in found), sum(r["trials"] for r in found)
+    return {**found[0], "trials": trials, "failed": sum(r["failed"] for r in found), "seconds": round(seconds, 1),
+            "trials_per_min": round(60 * trials / seconds, 2), "rounds": [r["trials_per_min"] for r in found],
+            "load_before": max(r["load_before"] for r in found)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--target", default="rpi4")
+    parser.add_argument("--rounds", type=int, default=2, help="Runs of every config (alternating order).")
     args = parser.parse_args()
     trials = overlays(args.target, args.trials)
-    rows = []
+    configs = [(executor, workers) for executor in (None, RAY_LOCAL) for workers in (1, 2)]
+    runs: dict[tuple, list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         # untimed: the first build after a cold start also reads torch/TF/onnx2tf from disk
         run(None, 1, args.target, trials[:2], Path(tmp) / "warm-up")
-        for executor in (None, RAY_LOCAL):
-            for workers in (1, 2):
-                row = run(executor, workers, args.target, trials, Path(tmp) / f"{executor}-{workers}")
-                rows.append(row)
+        for round_index in range(args.rounds):  # forward, then backward: a drift in the machine hits every config alike
+            for executor, workers in configs if round_index % 2 == 0 else configs[::-1]:
+                row = run(executor, workers, args.target, trials, Path(tmp) / f"{executor}-{workers}-{round_index}")
+                runs[(executor, workers)].append(row)
                 print(json.dumps(row), flush=True)
+    rows = [_merged(found) for found in runs.values()]
     for row in rows:
         one = next(r for r in rows if r["executor"] == row["executor"] and r["workers"] == 1)
         row["speed_up"] = round(row["trials_per_min"] / one["trials_per_min"], 2)
@@ -98,10 +109,11 @@ def main() -> None:
     lines = [f"# edgekit search scale-out: {args.trials} digits trials for {args.target}", "",
              f"Host: {host['cpu']} ({host['arch']}, {os.cpu_count()} cores, {' '.join(host['flags'])}). The same "
              "trial overlays for every row; the clock includes starting the workers / Ray.", "",
-             "| executor | workers | trials | failed | seconds | trials/min | vs 1 worker | load before |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Each config ran {args.rounds} times (alternating order); trials/min is over all its runs.", "",
+             "| executor | workers | trials | failed | seconds | trials/min | per run | vs 1 worker | max load before |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['executor']} | {r['workers']} | {r['trials']} | {r['failed']} | {r['seconds']} | {r['trials_per_min']} | "
-              f"{r['speed_up']}x | {r['load_before']} |" for r in rows]
+              f"{', '.join(map(str, r['rounds']))} | {r['speed_up']}x | {r['load_before']} |" for r in rows]
     (HERE / "results" / "search_scaleout.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

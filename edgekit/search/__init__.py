@@ -110,6 +110,7 @@ def _finish(options: SearchOptions, target: str, study: Any, default: dict, ran_
     what = f"trial #{chosen_row['number']}" if chosen_row else "default profile (no trial beat it on size and latency)"
     say(f"[search] building the chosen {what} (held-out accuracy)")
     summary["chosen"] = result.finish(options, chosen_row, default)
+    summary["notes"] = result.resolution_notes(options.max_drop, summary["chosen"]["heldout"])
     html.write(summary, options.out)
     (options.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return summary

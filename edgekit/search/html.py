@@ -96,7 +96,7 @@ def _figures(summary: dict) -> str:
                      f"{h['latency_where']}, held-out {quality_text(h)} (budget {summary['max_drop']})")
     else:
         lines.append("no trial met the budget: nothing chosen")
-    lines += [race_text(r) for r in summary.get("races", [])]
+    lines += [race_text(r) for r in summary.get("races", [])] + [f"note: {n}" for n in summary.get("notes", [])]
     return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
 
 

@@ -37,6 +37,7 @@ def summary_table(summary: dict, out: Path) -> str:
     lines = [table(rows), f"trials: {len(summary['trials'])} ({done} complete, {failed} failed) on {summary['ran_on']}; "
                           f"budget {summary['max_drop']}"]
     lines += [race_text(r) for r in summary.get("races", [])]
+    lines += [f"note: {note}" for note in summary.get("notes", [])]
     lines.append(f"chosen: {chosen['file']} (bundle {chosen['bundle']})" if chosen else "no trial met the budget")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)

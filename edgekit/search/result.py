@@ -154,6 +154,16 @@ def finish(options: SearchOptions, chosen: dict | None, default: dict) -> dict[s
             "identical_to_searched": heldout["sha256"] == searched}
 
 
+def resolution_notes(budget: Any, heldout: dict) -> list[str]:
+    """What the user should know about the held-out figure: a top-1 budget finer than one sample
+    of the held-out half cannot be resolved there (one extra error already exceeds it)."""
+    samples = heldout.get("samples")
+    if budget.metric is not Metric.TOP1_DROP or not samples or budget.bound >= 100 / samples:
+        return []
+    return [f"--max-drop {budget} is finer than one held-out sample ({100 / samples:.2f} pp of {samples}): "
+            f"the held-out drop can only be 0 or at least that; a larger eval split resolves it"]
+
+
 def artifact_hashes(bundle: Path) -> dict[str, str]:
     """sha256 of every model file of a bundle (what a rebuild must reproduce byte for byte)."""
     import hashlib

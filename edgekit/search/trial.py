@@ -42,7 +42,8 @@ def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]
     latency = (artifact.get("host_latency_ms") or {}).get("p50")
     return {"artifact": artifact["file"], "metric": metric.value, "quality": quality, "reference": against_original(accuracy)["reference"],
             "figure": figure, "bytes": artifact["bytes"], "latency_ms": latency, "host_latency_ms": latency,
-            "latency_where": f"build host ({int8_isa()})", "dataset": accuracy["dataset"], "sha256": artifact["sha256"]}
+            "latency_where": f"build host ({int8_isa()})", "dataset": accuracy["dataset"], "samples": accuracy.get("samples"),
+            "sha256": artifact["sha256"]}
 
 
 def trial_job(options: Any) -> dict[str, Any]:

@@ -59,3 +59,13 @@ def test_candidates_are_never_larger_than_the_default_and_best_first():
             _row(5, 99, 0.99)]  # dominated by 1
     assert [r["number"] for r in candidates(rows, default, Metric.TOP1_DROP)] == [2, 1]
     assert candidates([_row(0, 101, 0.1)], default, Metric.TOP1_DROP) == []
+
+
+def test_a_budget_finer_than_one_heldout_sample_is_said_so():
+    from edgekit.budget import MaxDrop
+    from edgekit.search.result import resolution_notes
+
+    (note,) = resolution_notes(MaxDrop.parse("0.5pp"), {"samples": 180})
+    assert "finer than one held-out sample (0.56 pp of 180)" in note
+    assert resolution_notes(MaxDrop.parse("1pp"), {"samples": 180}) == []
+    assert resolution_notes(MaxDrop.parse("cos:0.998"), {"samples": 10}) == []
