@@ -66,7 +66,7 @@ def _parse_recipe(options: BuildOptions) -> Any:
 def _overlay(options: BuildOptions) -> Path | None:
     """The profile overlay: ``--overlay``, or the profile tables of a ``--recipe`` file (``edgekit
     search``'s ``chosen.toml`` holds both the profile overlay and the compression steps)."""
-    from edgekit.targets import has_steps, overlays_profile
+    from edgekit.recipefile import has_steps, overlays_profile
 
     if options.overlay is not None and Path(options.overlay).is_file() and has_steps(Path(options.overlay)):
         raise UnsupportedError(f"the overlay {options.overlay} holds compression steps ([[compress]])",

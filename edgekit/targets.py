@@ -375,28 +375,10 @@ def load_target(name_or_path: str | Path, overlay: Path | None = None) -> Target
         return parse_target(data, str(path))
     if not Path(overlay).is_file():
         raise TargetError(f"overlay file {overlay} does not exist", "check the --overlay path")
+    from edgekit.recipefile import split_recipe
+
     tables, _ = split_recipe(read_toml(Path(overlay), "overlay"))  # the steps are the recipe's part
     return parse_target(merge_overlay(data, tables), f"{path} + {overlay}")
-
-
-def split_recipe(doc: dict[str, Any]) -> tuple[dict[str, Any], list | None]:
-    """A recipe file (``edgekit search``'s ``chosen.toml``) as its profile overlay and its
-    compression steps: ``[[compress]]`` is an array of step tables, while a profile's own
-    ``[compress]`` is one table (``channel_multiple``), which stays in the overlay."""
-    steps = doc.get("compress")
-    if not isinstance(steps, list):
-        return doc, None
-    return {k: v for k, v in doc.items() if k != "compress"}, steps
-
-
-def overlays_profile(path: Path) -> bool:
-    """Whether the TOML file ``path`` holds profile tables besides its ``[[compress]]`` steps."""
-    return bool(split_recipe(read_toml(path, "recipe"))[0])
-
-
-def has_steps(path: Path) -> bool:
-    """Whether the TOML file ``path`` holds ``[[compress]]`` steps."""
-    return split_recipe(read_toml(path, "recipe"))[1] is not None
 
 
 def load_all() -> tuple[list[TargetProfile], list[TargetError]]:

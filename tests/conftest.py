@@ -111,11 +111,18 @@ def _build_bundle(out: Path, target: str, model: str | None = None, **kwargs) ->
 
 @pytest.fixture(scope="session")
 def edgekit_wheel(tmp_path_factory) -> Path:
-    """edgekit built as a wheel, once per session: pip writes build/ and *.egg-info into the
-    checkout, so two builds at once (two test workers) would race there."""
+    """edgekit built as a wheel, once per worker, from a copy of the checkout: pip builds in the
+    source tree (build/, *.egg-info), where other workers are writing __pycache__ files at the
+    same time (a file listed, then renamed away, failed one CI-like run)."""
+    import shutil
+
+    source = tmp_path_factory.mktemp("source") / "edgekit"
+    skip = shutil.ignore_patterns(".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", "*.pyc")
+    shutil.copytree(Path(__file__).resolve().parent.parent, source, ignore=skip, symlinks=True)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(Path(__file__).resolve().parent.parent)], check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                            str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
     return next(out.glob("edgekit-*.whl"))
 
 

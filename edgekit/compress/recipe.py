@@ -115,11 +115,13 @@ class Recipe:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError(f"recipe TOML is invalid: {exc}") from None
-        tables = doc.get("compress")
-        if isinstance(tables, dict) and "method" in tables:
+        from edgekit.recipefile import split_recipe
+
+        if isinstance(doc.get("compress"), dict) and "method" in doc["compress"]:
             raise RecipeError("recipe TOML has [compress] where steps are [[compress]] tables; write one "
                               '[[compress]] table per method, e.g. [[compress]] method="prune" kind="structured" ratio=0.3')
-        if not isinstance(tables, list):  # a profile overlay only (the profile's [compress] table included), or nothing
+        _, tables = split_recipe(doc)
+        if tables is None:  # a profile overlay only (the profile's [compress] table included), or nothing
             return cls(())
         if not tables:
             raise RecipeError("recipe TOML has no [[compress]] tables; add one per method, "

@@ -5,6 +5,8 @@ keys of ``targets/*.toml``) that turns the other runtime off, so one trial is on
 with one quantized artifact. Only what edgekit's quantizers already make is offered. Which ORT
 layers stay in float is not drawn at random: a trial picks how many, and they are the most
 sensitive ones of the default build's per-layer analysis (:mod:`edgekit.verify.sensitivity`).
+A model with labelled training data may also be compressed first: the overlay then carries
+``[[compress]]`` steps, which makes the trial's file a recipe (``edgekit build --recipe``).
 """
 from __future__ import annotations
 

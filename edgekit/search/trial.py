@@ -70,7 +70,7 @@ def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split:
     from edgekit.budget import MaxDrop
     from edgekit.options import BuildOptions, QualitySplit
     from edgekit.pipeline import build
-    from edgekit.targets import has_steps
+    from edgekit.recipefile import has_steps
 
     # compression is judged by the search's budget (not the profile's), before any conversion
     compresses = overlay_file is not None and has_steps(overlay_file)

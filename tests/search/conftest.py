@@ -74,6 +74,15 @@ def study_rows(db: Path) -> list[tuple]:
             return []
 
 
+def built_trials(db: Path) -> int:
+    """Trials of a study that are builds: every trial but those reusing another's figures."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM trials WHERE trial_id NOT IN "
+                            "(SELECT trial_id FROM trial_user_attributes WHERE key = 'duplicate_of')").fetchone()[0]
+
+
 def _kill_mid_trial(setup: dict, seconds: float = 600) -> list[tuple]:
     """Start the search CLI, SIGKILL its whole process group once two trials are complete and a
     third is running; the study rows at that moment."""
@@ -88,7 +97,7 @@ def _kill_mid_trial(setup: dict, seconds: float = 600) -> list[tuple]:
             if sum(r[1] == "COMPLETE" for r in rows) >= 2 and any(r[1] == "RUNNING" for r in rows):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
-                return rows
+                return study_rows(setup["out"] / "study.db")  # as the killed search left it (it may have asked one more)
             time.sleep(0.2)
     finally:
         if proc.poll() is None:
@@ -109,7 +118,8 @@ def searched(search_setup) -> dict:
     mtimes = {p.parent.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/bundle/manifest.json")}
     (search_setup["root"] / "fail-token-0").touch()
     lines: list[str] = []
-    # the killed run's builds (a trial reusing an earlier one's figures has no folder) and 4 more on Ray
-    total = len(list(trials.glob("*/overlay.toml"))) + 4
+    # the killed run's builds (a trial reusing an earlier one's figures is not one; one asked but not
+    # yet started counts, it is told failed on resume) and 4 more on Ray
+    total = built_trials(search_setup["out"] / "study.db") + 4
     resumed = search(search_options(search_setup, total, True, workers=2, ray="local"), lines.append)
     return {**search_setup, "at_kill": at_kill, "mtimes": mtimes, "second": resumed, "lines": lines, "total": total}

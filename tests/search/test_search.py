@@ -141,6 +141,7 @@ def test_when_no_trial_wins_the_profile_as_it_is_is_chosen(searched, tmp_path):
     from tests.search.conftest import search_options
 
     out = tmp_path / "search"
+    out.mkdir()
     options = search_options({**searched, "out": out}, 1, False)
     default = searched["second"]["default"]["search"]
     chosen = finish(options, None, default)
