@@ -25,6 +25,11 @@ class TensorSpec:
             out["layout"] = self.layout
         return out
 
+    @classmethod
+    def from_json(cls, data: dict) -> TensorSpec:
+        """The inverse of :meth:`to_json` (a manifest's ``inputs`` / ``outputs`` entries)."""
+        return cls(data["name"], tuple(data["shape"]), data.get("dtype", "float32"), data.get("layout"))
+
 
 def takes_tokens(dtypes) -> bool:
     """Whether a model with inputs of these dtypes takes integer (token) inputs: transformers get

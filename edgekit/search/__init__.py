@@ -103,7 +103,7 @@ def _finish(options: SearchOptions, target: str, study: Any, default: dict, ran_
     rows = result.trial_rows(study)
     summary: dict[str, Any] = {"target": target, "model": options.model or "example:digits", "max_drop": str(options.max_drop),
                                "metric": options.max_drop.metric.value, "ran_on": ran_on, "trials": rows,
-                               "default": {"search": default}, "chosen": None}
+                               "default": {"search": default}}
     summary["default"]["heldout"] = result.default_int8(result.default_build(options, "heldout"), options.max_drop.metric)
     say("[search] timing the best candidates beside the default build's int8")
     chosen_row, summary["races"] = result.choose(options, rows, default)

@@ -51,9 +51,8 @@ def _plot(summary: dict, key: str, label: str, scale: float, path: Path) -> None
         ax.scatter([r[key] * scale for r in pts], [r["quality"] * q for r in pts], c=colour, s=30, label=name)
     default = summary["default"]["search"]
     ax.scatter([default[key] * scale], [default["quality"] * q], marker="s", s=90, c="tab:orange", label="default build (best int8)")
-    if summary["chosen"]:
-        c = summary["chosen"]["search"]
-        ax.scatter([c[key] * scale], [c["quality"] * q], marker="*", s=220, c="tab:red", label="chosen")
+    c = summary["chosen"]["search"]
+    ax.scatter([c[key] * scale], [c["quality"] * q], marker="*", s=220, c="tab:red", label="chosen")
     where = f" on {default['latency_where']}" if key == "latency_ms" else ""
     ax.set_xlabel(label.replace(" (", f"{where} (") if where else label)
     name = QUALITY[summary["metric"]][0]
@@ -90,12 +89,9 @@ def _figures(summary: dict) -> str:
     d, c = summary["default"]["heldout"], summary["chosen"]
     lines = [f"default build's best int8 ({d['artifact']}): {d['bytes']} B, {d['latency_ms']:.4f} ms on {d['latency_where']}, "
              f"held-out {quality_text(d)} (reference {quality_text({**d, 'quality': d['reference']}).split()[-1]})"]
-    if c:
-        h = c["heldout"]
-        lines.append(f"{chosen_name(c)} ({h['artifact']}): {h['bytes']} B, {h['latency_ms']:.4f} ms on "
-                     f"{h['latency_where']}, held-out {quality_text(h)} (budget {summary['max_drop']})")
-    else:
-        lines.append("no trial met the budget: nothing chosen")
+    h = c["heldout"]
+    lines.append(f"{chosen_name(c)} ({h['artifact']}): {h['bytes']} B, {h['latency_ms']:.4f} ms on "
+                 f"{h['latency_where']}, held-out {quality_text(h)} (budget {summary['max_drop']})")
     lines += [race_text(r) for r in summary.get("races", [])] + [f"note: {n}" for n in summary.get("notes", [])]
     return "".join(f"<li>{html.escape(line)}</li>" for line in lines)
 

@@ -29,16 +29,15 @@ def summary_table(summary: dict, out: Path) -> str:
     """Default build vs chosen artifact on the held-out half, then where the files are."""
     rows = [["", "artifact", "size", "p50 (its build)", "timed on", "held-out quality", "budget figure"],
             _row("default (best int8)", summary["default"]["heldout"])]
-    chosen = summary["chosen"]
-    if chosen:
-        rows.append(_row(chosen_name(chosen), chosen["heldout"]))
+    chosen = summary["chosen"]  # a trial, or the profile as it is: a search always ends with a choice
+    rows.append(_row(chosen_name(chosen), chosen["heldout"]))
     done = sum(r["state"] == "COMPLETE" for r in summary["trials"])
     failed = sum(r["state"] == "FAIL" for r in summary["trials"])
     lines = [table(rows), f"trials: {len(summary['trials'])} ({done} complete, {failed} failed) on {summary['ran_on']}; "
                           f"budget {summary['max_drop']}"]
     lines += [race_text(r) for r in summary.get("races", [])]
     lines += [f"note: {note}" for note in summary.get("notes", [])]
-    lines.append(f"chosen: {chosen['file']} (bundle {chosen['bundle']})" if chosen else "no trial met the budget")
+    lines.append(f"chosen: {chosen['file']} (bundle {chosen['bundle']})")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgekit.budget import Metric, higher_is_better
 from edgekit.errors import UnsupportedError
+from edgekit.runner.edgekit_runner import load_manifest, sha256_file
 from edgekit.search.options import SearchOptions
 from edgekit.search.space import to_toml
 from edgekit.search.trial import build_with, measure, shipped, trial_job
@@ -91,31 +92,25 @@ def race(options: SearchOptions, row: dict, default: dict) -> dict:
 
     trial = options.out / "trials" / f"{row['number']:04d}" / "bundle"
     base = options.out / "default"
-    sessions = [_session(trial, row["artifact"]), _session(base, default["artifact"])]
-    golden = np.load(base / "golden.npz")
-    sample = {spec["name"]: golden[spec["name"]][0] for spec in _manifest(base)["inputs"]}
+    manifest = load_manifest(base)
+    sessions = [_session(trial, load_manifest(trial), row["artifact"]), _session(base, manifest, default["artifact"])]
+    with np.load(base / "golden.npz", allow_pickle=False) as golden:
+        sample = {spec["name"]: golden[spec["name"]][0] for spec in manifest["inputs"]}
     times = interleaved_latency(sessions, sample, RACE_RUNS, RACE_ROUNDS)
     trial_ms, default_ms = (float(np.median(t)) for t in times)
     return {"trial": row["number"], "trial_ms": trial_ms, "default_ms": default_ms, "runs": RACE_RUNS,
             "where": f"build host ({int8_isa()}), interleaved"}
 
 
-def _manifest(bundle: Path) -> dict:
-    import json
-
-    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-
-
-def _session(bundle: Path, file: str) -> Any:
+def _session(bundle: Path, manifest: dict, file: str) -> Any:
     """A host session of ``bundle``'s artifact ``file`` with the threads its build timed it with."""
     from edgekit.tensors import TensorSpec
     from edgekit.verify.hostrun import open_session
 
-    manifest = _manifest(bundle)
     artifact = next(a for a in manifest["artifacts"] if a["file"] == file)
-    specs = [[TensorSpec(s["name"], tuple(s["shape"]), s["dtype"], s.get("layout")) for s in manifest[k]] for k in ("inputs", "outputs")]
+    inputs, outputs = ([TensorSpec.from_json(s) for s in manifest[k]] for k in ("inputs", "outputs"))
     threads = (artifact.get("host_latency_ms") or {}).get("threads", 1)
-    return open_session(bundle / file, artifact["format"], specs[0], specs[1], threads)
+    return open_session(bundle / file, artifact["format"], inputs, outputs, threads)
 
 
 def _dominates(a: dict, b: dict, quality_sign: int) -> bool:
@@ -166,7 +161,4 @@ def resolution_notes(budget: Any, heldout: dict) -> list[str]:
 
 def artifact_hashes(bundle: Path) -> dict[str, str]:
     """sha256 of every model file of a bundle (what a rebuild must reproduce byte for byte)."""
-    import hashlib
-
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(bundle.iterdir())
-            if p.suffix in (".onnx", ".ort", ".tflite")}
+    return {p.name: sha256_file(p) for p in sorted(bundle.iterdir()) if p.suffix in (".onnx", ".ort", ".tflite")}
