@@ -88,12 +88,17 @@ def _beside_model(model: str | None) -> Path | None:
 
 
 def _seed(seed: int) -> None:
+    """Seeds, and torch's thread count: float reductions (BatchNorm statistics a model file
+    computes, fine-tuning) give other bits with another count, so every build on a machine uses
+    one count, whatever the process did before (a test, a Ray worker started with
+    ``OMP_NUM_THREADS=1``): a search's trial and its rebuild are then the same bytes."""
     import numpy as np
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count() or 1)
 
 
 def _replace(staged: Path, out: Path) -> None:

@@ -50,17 +50,7 @@ def trial_job(options: Any) -> dict[str, Any]:
     """What every trial build of a search (``SearchOptions``) shares, as plain data for workers."""
     return {"target": options.target, "model": options.model, "out": str(options.out), "seed": options.seed,
             "latency_runs": options.latency_runs, "metric": options.max_drop.metric.value, "devices": options.devices,
-            "trial_time_s": options.trial_time_s, "budget": str(options.max_drop), "torch_threads": _torch_threads()}
-
-
-def _torch_threads() -> int:
-    """This process's torch thread count, which every trial build takes too: float reductions
-    (BatchNorm statistics a model file computes, fine-tuning) give other bits with another
-    count, and the chosen bundle, built here, must be the trial's byte for byte. Ray starts its
-    workers with ``OMP_NUM_THREADS=1``; a pool worker would start with this count anyway."""
-    import torch
-
-    return torch.get_num_threads()
+            "trial_time_s": options.trial_time_s, "budget": str(options.max_drop)}
 
 
 def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False) -> dict:
@@ -117,10 +107,6 @@ def run_trial(job: dict[str, Any], number: int, overlay: dict[str, Any]) -> dict
     overlay_file = folder / "overlay.toml"
     overlay_file.write_text(to_toml(overlay, f"edgekit search: trial {number}"), encoding="utf-8")
     try:
-        if job.get("torch_threads"):
-            import torch
-
-            torch.set_num_threads(job["torch_threads"])
         with time_limit(job.get("trial_time_s")):
             manifest = build_with(job, overlay_file, folder / "bundle", "search")
         figures = measure(manifest, Metric(job["metric"]))
