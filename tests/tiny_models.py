@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,13 +139,23 @@ def model_file_source(layers: int | None = None) -> str:
     return _MODEL_FILE.format(here=str(Path(__file__).resolve().parent), swap=swap)
 
 
-def ort_outputs(path: Path | str, samples: dict[str, np.ndarray]) -> np.ndarray:
-    """Run every sample through onnxruntime (1 thread): ``[N, *output_shape]``."""
+def ort_outputs(path: Path | str, samples: dict[str, np.ndarray], reference: bool = False) -> np.ndarray:
+    """Run every sample through onnxruntime (1 thread): ``[N, *output_shape]``. ``reference``:
+    by ONNX Runtime's reference semantics (the runner's ``reference_model``, QDQ as float), the
+    arithmetic of an ARM or VNNI CPU: a quality figure of an int8 file must not depend on whether
+    this host's AVX2 u8s8 kernels saturate (GUIDE.md section 2)."""
     import onnxruntime as ort
+
+    from edgekit.runner.edgekit_runner import reference_model
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model: Any = str(path)
+    if reference:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        model = reference_model(Path(path))
+        model = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     count = len(next(iter(samples.values())))
     return np.stack([session.run(None, {k: v[i] for k, v in samples.items()})[0] for i in range(count)])
 
