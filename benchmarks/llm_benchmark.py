@@ -185,7 +185,9 @@ def run_child(engine: Engine, job: dict, work: Path) -> dict:
     job_file.write_text(json.dumps(job))
     out_file.unlink(missing_ok=True)
     load = os.getloadavg()[0]
-    env = os.environ | {"OMP_NUM_THREADS": str(job["threads"]), "PYTHONPATH": str(REPO)}
+    # an existing PYTHONPATH is kept: it may hold onnxruntime-genai installed beside the locked venv
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = os.environ | {"OMP_NUM_THREADS": str(job["threads"]), "PYTHONPATH": path}
     with log.open("w") as handle:
         child = subprocess.Popen([engine.python, str(CHILD), str(job_file), str(out_file)], stdout=handle,
                                  stderr=subprocess.STDOUT, env=env)

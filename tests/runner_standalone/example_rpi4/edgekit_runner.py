@@ -896,8 +896,10 @@ class Decoder:
         self.context, self.vocab = spec["context"], spec["vocab"]
         self.prefill_chunk = spec["prefill_chunk"]
         shape = (self.context, spec["layers"], spec["kv_heads"], spec["head_dim"])
+        # np.zeros maps untouched pages lazily: rows never written cost no resident memory
         self.key = np.zeros(shape, np.float32)
         self.value = np.zeros(shape, np.float32)
+        self.rows_written = 0  # rows at and past this one are still zero
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -905,14 +907,18 @@ class Decoder:
 
     def reset(self) -> None:
         """Forget the sequence. Zeroed rather than left: a static graph reads every row and
-        masks the unused ones, and 0 * NaN from stale garbage would still be NaN."""
-        self.key.fill(0.0)
-        self.value.fill(0.0)
+        masks the unused ones, and 0 * NaN from stale garbage would still be NaN. Only the
+        rows written so far: filling the whole buffer would make all of it resident (47 MB of
+        RSS for SmolLM2 at a context of 1,024)."""
+        self.key[:self.rows_written] = 0.0
+        self.value[:self.rows_written] = 0.0
+        self.rows_written = 0
 
     def check_span(self, tokens: int, past_len: int) -> None:
         if tokens < 1 or past_len < 0 or past_len + tokens > self.context:
             raise RunnerError(f"{tokens} tokens after {past_len} do not fit the context of "
                               f"{self.context}", EXIT_USAGE)
+        self.rows_written = max(self.rows_written, past_len + tokens)  # the step writes them
 
     def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
         raise NotImplementedError
