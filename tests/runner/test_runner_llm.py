@@ -92,6 +92,11 @@ def test_ort_decoder_keeps_the_cache_in_place_and_matches_torch(er: ModuleType, 
     assert np.abs(decoder.key[:t] - key.numpy()).max() < 1e-4 and np.abs(decoder.value[:t] - value.numpy()).max() < 1e-4
     assert not decoder.key[t:].any()  # nothing written past the sequence
     assert len(er.chunks(prompt, PREFILL_CHUNK)) == 2
+    # reset zeroes exactly the rows written (the rest never became resident) and a rerun is the same
+    assert decoder.rows_written == t
+    decoder.reset()
+    assert decoder.rows_written == 0 and not decoder.key.any() and not decoder.value.any()
+    assert er.generate(decoder, prompt, 12).tokens == tokens
 
 
 def test_bundle_verifies_and_benchmarks_every_artifact(llm: Path, cli, tmp_path: Path, torch_decoder) -> None:
