@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -146,16 +145,12 @@ def ort_outputs(path: Path | str, samples: dict[str, np.ndarray], reference: boo
     this host's AVX2 u8s8 kernels saturate (GUIDE.md section 2)."""
     import onnxruntime as ort
 
-    from edgekit.runner.edgekit_runner import reference_model
+    from edgekit.runner.edgekit_runner import OrtBackend, reference_model
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    model: Any = str(path)
-    if reference:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        model = reference_model(Path(path))
-        model = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    # the runner's session (1 thread; reference: its rewritten model at ORT_ENABLE_BASIC), as
+    # the build's reference verdicts open it
+    model = reference_model(Path(path)) if reference else Path(path)
+    session = OrtBackend(ort, model, 1, "CPUExecutionProvider", reference=reference).sess
     count = len(next(iter(samples.values())))
     return np.stack([session.run(None, {k: v[i] for k, v in samples.items()})[0] for i in range(count)])
 

@@ -914,11 +914,13 @@ class Decoder:
         self.value[:self.rows_written] = 0.0
         self.rows_written = 0
 
-    def check_span(self, tokens: int, past_len: int) -> None:
+    def claim_span(self, tokens: int, past_len: int) -> None:
+        """Check that ``tokens`` after ``past_len`` fit, and record their rows as written (every
+        ``step`` calls this before it writes them)."""
         if tokens < 1 or past_len < 0 or past_len + tokens > self.context:
             raise RunnerError(f"{tokens} tokens after {past_len} do not fit the context of "
                               f"{self.context}", EXIT_USAGE)
-        self.rows_written = max(self.rows_written, past_len + tokens)  # the step writes them
+        self.rows_written = max(self.rows_written, past_len + tokens)
 
     def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
         raise NotImplementedError
@@ -948,7 +950,7 @@ class OrtDecoder(Decoder):
 
     def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
         tokens = len(ids)
-        self.check_span(tokens, past_len)
+        self.claim_span(tokens, past_len)
         end = past_len + tokens
         feeds = {"input_ids": np.asarray(ids, np.int64).reshape(1, tokens),
                  "position_ids": np.arange(past_len, end, dtype=np.int64)[None],
@@ -985,7 +987,7 @@ class TFLiteDecoder(Decoder):
         return cls(TFLiteBackend(mod, path, threads, delegate).interp, spec)
 
     def step(self, ids: list[int], past_len: int, logit_rows: list[int]) -> np.ndarray:
-        self.check_span(len(ids), past_len)
+        self.claim_span(len(ids), past_len)
         parts = []
         for start in range(0, len(ids), self.prefill_chunk):
             piece = [int(i) for i in ids[start:start + self.prefill_chunk]]

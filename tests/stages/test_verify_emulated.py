@@ -19,6 +19,8 @@ from test_cli import assert_one_line_error, edgekit
 from edgekit.device.emulate import prepare, prepared
 from edgekit.stages.verify_emulated import VERDICT
 
+from tiny_models import ort_outputs
+
 FP32_VS_HOST = 1e-5  # fp32 kernels differ across ISAs only in summation order
 INT8_TFLITE_VS_HOST = 1e-6  # same LiteRT version: integer kernels are bit-exact across ISAs
 # The ORT QDQ graph with its Q/DQ nodes run as float (BASIC optimizations) is the artifact's
@@ -49,18 +51,15 @@ def arm_verdicts(manifest: dict) -> dict[str, dict]:
     return {a["file"]: a["verdicts"][VERDICT] for a in manifest["artifacts"] if VERDICT in (a.get("verdicts") or {})}
 
 
-def qdq_semantics_err(out: Path, file: str) -> float:
-    """max abs err of an ORT artifact on golden.npz with the Q/DQ nodes run as float, on this host.
-    An ``.ort`` through the ``.onnx`` it was made from, as the build judges it: the ``.ort`` holds
-    ORT's fused int8 nodes, which an AVX2-only host runs with int16 saturation (0.606, not 0.345)."""
-    import onnxruntime as ort
+def qdq_semantics_err(out: Path, manifest: dict, file: str) -> float:
+    """max abs err of an ORT artifact on golden.npz by the reference semantics (Q/DQ as float), on
+    this host, through the file the build judges it by (the runner's ``reference_file``: an
+    ``.ort`` holds ORT's fused int8 nodes, which an AVX2-only host runs with int16 saturation)."""
+    from edgekit.runner.edgekit_runner import find_artifact, reference_file
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    source = out / Path(file).with_suffix(".onnx").name
-    session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    source = reference_file(manifest, find_artifact(manifest, file))
     golden = np.load(out / "golden.npz", allow_pickle=False)
-    got = np.stack([session.run(None, {"input": x})[0] for x in golden["input"]])
+    got = ort_outputs(out / source, {"input": golden["input"]}, reference=True)
     return float(np.abs(got.astype(np.float64) - golden["logits"]).max())
 
 
@@ -94,7 +93,7 @@ def test_digits_arm_figures(digits) -> None:
     assert verdicts["model_fp32.tflite"]["max_abs_err"] == pytest.approx(host["model_fp32.tflite"]["max_abs_err"], abs=FP32_VS_HOST)
     assert verdicts["model_int8.tflite"]["max_abs_err"] == pytest.approx(host["model_int8.tflite"]["max_abs_err"], abs=INT8_TFLITE_VS_HOST)
     for file in ("model_int8.onnx", "model_int8.ort"):
-        assert verdicts[file]["max_abs_err"] == pytest.approx(qdq_semantics_err(out, file), abs=ORT_VS_QDQ)
+        assert verdicts[file]["max_abs_err"] == pytest.approx(qdq_semantics_err(out, manifest, file), abs=ORT_VS_QDQ)
         assert verdicts[file]["cosine"] > 0.999
     # the measured digits figures (GUIDE.md section 2: 0.345 / cosine 0.9998 on ARM semantics)
     for file in ("model_int8.tflite", "model_int8.onnx", "model_int8.ort"):
