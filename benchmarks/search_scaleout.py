@@ -51,10 +51,10 @@ def overlays(target: str, count: int) -> list[dict]:
 
 
 def run(executor: str | None, workers: int, target: str, trials: list[dict], out: Path) -> dict:
-    job = trial_job(SearchOptions(target=target, out=out, latency_runs=20))
+    job = trial_job(SearchOptions(target=target, out=out, latency_runs=20, workers=workers))
     load = os.getloadavg()[0]
     started = time.monotonic()
-    pool = open_pool(executor, workers)
+    pool = open_pool(executor, workers, job["threads"])
     results: dict[int, dict] = {}
     try:
         queue = list(enumerate(trials))
@@ -68,7 +68,8 @@ def run(executor: str | None, workers: int, target: str, trials: list[dict], out
         pool.close()
     seconds = time.monotonic() - started
     failed = sum("error" in r for r in results.values())
-    return {"executor": "ray" if executor else "process pool", "workers": workers, "trials": len(trials), "failed": failed,
+    return {"executor": "ray" if executor else "process pool", "workers": workers, "threads": job["threads"],
+            "trials": len(trials), "failed": failed,
             "seconds": round(seconds, 1), "trials_per_min": round(60 * len(trials) / seconds, 2), "where": where,
             "load_before": round(load, 2)}
 
@@ -108,11 +109,13 @@ def main() -> None:
     (HERE / "results" / "search_scaleout.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# edgekit search scale-out: {args.trials} digits trials for {args.target}", "",
              f"Host: {host['cpu']} ({host['arch']}, {os.cpu_count()} cores, {' '.join(host['flags'])}). The same "
-             "trial overlays for every row; the clock includes starting the workers / Ray.", "",
+             "trial overlays for every row; the clock includes starting the workers / Ray. Each trial builds with "
+             "its share of the cores (threads/trial: torch, the host sessions, OpenMP and TF pools).", "",
              f"Each config ran {args.rounds} times (alternating order); trials/min is over all its runs.", "",
-             "| executor | workers | trials | failed | seconds | trials/min | per run | vs 1 worker | max load before |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['executor']} | {r['workers']} | {r['trials']} | {r['failed']} | {r['seconds']} | {r['trials_per_min']} | "
+             "| executor | workers | threads/trial | trials | failed | seconds | trials/min | per run | vs 1 worker | max load before |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['executor']} | {r['workers']} | {r['threads']} | {r['trials']} | {r['failed']} | "
+              f"{r['seconds']} | {r['trials_per_min']} | "
               f"{', '.join(map(str, r['rounds']))} | {r['speed_up']}x | {r['load_before']} |" for r in rows]
     (HERE / "results" / "search_scaleout.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

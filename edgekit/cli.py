@@ -79,10 +79,12 @@ def main() -> None:
                    "userland is already cached].")
 @click.option("--overlay", type=click.Path(path_type=Path),
               help="Profile overlay TOML merged over the target profile (e.g. edgekit search's chosen.toml).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads the build uses [default: the recipe's [build] threads, else every core].")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def build(model, target, example, out, calibration, inputs, force, allow_drift, latency_runs, share, prune, lowrank, distill, qat,
-          recipe_file, max_drop, verify_on, overlay, as_json, debug) -> None:
+          recipe_file, max_drop, verify_on, overlay, threads, as_json, debug) -> None:
     """Build, verify and bundle MODEL for a target (no MODEL: the bundled digits example).
 
     MODEL is path/to/file.py:factory, an exported program (.pt2), an .onnx file, or a language model:
@@ -105,7 +107,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     recipe = tuple(f"{method}={value}" for method, value in steps.items() if value)
     options = BuildOptions(target=target, model=model, out=out, calibration=calibration, inputs=specs, force=force,
                            allow_drift=allow_drift, latency_runs=latency_runs, recipe=recipe, recipe_file=recipe_file,
-                           max_drop=bound, verify_on=verify_on, overlay=overlay)
+                           max_drop=bound, verify_on=verify_on, overlay=overlay, threads=threads)
     manifest = _run(debug, run_build, options, None if as_json else _Progress())
     click.echo(json.dumps(manifest, indent=2) if as_json else build_summary(manifest))
     failed = failed_artifacts(manifest)

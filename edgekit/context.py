@@ -1,6 +1,7 @@
 """The state a build carries from stage to stage."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,6 +88,11 @@ class BuildContext:
     llm: Any = None  # edgekit.llm.state.LlmState in a decoder-LLM build
     sensitivity: dict = field(default_factory=dict)  # per-layer int8 sensitivity, when asked
     original: Any = None  # the uncompressed torch model, when a recipe compressed ctx.model
+
+    def host_threads(self, wanted: int) -> int:
+        """Threads for a host session that asks for ``wanted`` (a profile's runtime threads):
+        never more than the build may use (``--threads``, a search trial's share of the cores)."""
+        return max(1, min(wanted, self.options.threads or os.cpu_count() or 1))
 
     @property
     def trainable(self) -> bool:

@@ -6,6 +6,7 @@ from enum import Enum
 from pathlib import Path
 
 from edgekit.budget import MaxDrop
+from edgekit.errors import UnsupportedError
 from edgekit.tensors import TensorSpec
 
 
@@ -59,6 +60,11 @@ class BuildOptions:
         quality_split: the part of the held-out ``eval`` split the accuracy is measured on.
         sensitivity: also measure each layer's int8 sensitivity (the manifest's ``sensitivity``;
             one calibration per layer, so off unless asked: ``edgekit search`` asks).
+        threads: CPU threads the build may use (torch, and the host sessions that verify and
+            time the artifacts); None: a recipe file's ``[build] threads``, else every core of
+            this host. ``edgekit search`` gives each of its parallel trials its share of the
+            cores and records it in the trial's recipe, since torch's float reductions (fine-
+            tuning, BatchNorm statistics) give other bits with another count.
     """
 
     target: str
@@ -78,6 +84,11 @@ class BuildOptions:
     overlay: Path | None = None
     quality_split: QualitySplit = QualitySplit.ALL
     sensitivity: bool = False
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UnsupportedError(f"--threads {self.threads} is not a thread count", "give 1 or more")
 
     def out_dir(self, target_name: str) -> Path:
         return Path(self.out) if self.out else Path("dist") / target_name

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,18 @@ def _beside_model(model: str | None) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _seed(seed: int) -> None:
+def resolved_threads(options: BuildOptions) -> int:
+    """The build's CPU threads: ``options.threads``, else the recipe file's ``[build] threads``,
+    else every core of this host."""
+    from edgekit.recipefile import build_threads
+
+    return options.threads or build_threads(options.recipe_file) or os.cpu_count() or 1
+
+
+def _seed(seed: int, threads: int) -> None:
     """Seeds, and torch's thread count: float reductions (BatchNorm statistics a model file
-    computes, fine-tuning) give other bits with another count, so every build on a machine uses
-    one count, whatever the process did before (a test, a Ray worker started with
+    computes, fine-tuning) give other bits with another count, so a build always sets the count
+    it resolved, whatever the process did before (a test, a Ray worker started with
     ``OMP_NUM_THREADS=1``): a search's trial and its rebuild are then the same bytes."""
     import numpy as np
     import torch
@@ -98,7 +107,7 @@ def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
 
 
 def _replace(staged: Path, out: Path) -> None:
@@ -183,6 +192,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     Raises an :class:`edgekit.errors.EdgekitError` subclass for anything the user can fix.
     """
     profile = load_target(options.target, _overlay(options))
+    options = replace(options, threads=resolved_threads(options))  # stages read one resolved count
     if _is_llm(options):
         _refuse_llm_recipe(options)
     recipe = None if _is_llm(options) else load_recipe(options)  # a bad recipe is refused before any work
@@ -191,7 +201,7 @@ def build(options: BuildOptions, reporter: Reporter | None = None) -> dict:
     outdir.prepare_parent(out)
     with outdir.locked(out):
         outdir.check_out(out, options.force)  # again: the holder of the lock may just have written it
-        _seed(options.seed)
+        _seed(options.seed, options.threads)
         result = _staged_build(options, profile, out, reporter or SilentReporter(), recipe)
     result["bundle_dir"] = str(out)
     return result

@@ -211,6 +211,9 @@ class LlmConfig:
     int4_scheme: Literal["search", "rtn", "rtn_sym", "grid"] = "search"
     #: the int4 artifact's byte budget (fraction of fp32) within which outlying matrices stay int8
     int4_max_ratio: Fraction = 0.2
+    #: the int8 artifact's projections: ``grid`` stores weights already on a block grid (a GGUF
+    #: Q4_1 source) exactly and searches the rest; ``search``; ``rtn_sym`` (no offsets: fastest)
+    int8_scheme: Literal["search", "rtn_sym", "grid"] = "grid"
     golden_prompts: Count = 16
     golden_new_tokens: Count = 32
     tolerance: dict[Precision, LlmTolerance] = dataclasses.field(default_factory=dict)

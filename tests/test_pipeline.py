@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -102,3 +103,29 @@ def test_verification_failure_stops_the_build(tmp_path, tiny_model_file, build_b
     drift = build_bundle(tmp_path / "out", str(strict), f"{tiny_model_file}:factory", latency_runs=0, allow_drift=True)
     failed = [a["file"] for a in drift["artifacts"] if not a["verification"]["passed"]]
     assert "model_int8.tflite" in failed and "model_fp32.tflite" not in failed
+
+
+def test_a_recipe_s_build_threads_set_the_build_s_thread_count(tmp_path, tiny_model_file, build_bundle):
+    """``[build] threads`` (what a search trial records) sets torch's pool and the host sessions'
+    count; ``BuildOptions.threads`` wins over it; anything else in ``[build]`` is refused first."""
+    from edgekit import BuildOptions
+    from edgekit.errors import UnsupportedError
+    from edgekit.pipeline import resolved_threads
+
+    spec, before = f"{tiny_model_file}:factory", torch.get_num_threads()
+    recipe = tmp_path / "threads.toml"
+    recipe.write_text("[build]\nthreads = 1\n")
+    try:
+        manifest = build_bundle(tmp_path / "one", "host", spec, latency_runs=2, recipe_file=recipe)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert {a["host_latency_ms"]["threads"] for a in manifest["artifacts"]} == {1}
+    assert resolved_threads(BuildOptions(target="host", recipe_file=recipe, threads=2)) == 2
+    assert resolved_threads(BuildOptions(target="host")) == os.cpu_count()
+    recipe.write_text("[build]\nthreads = 0\nworkers = 2\n")
+    with pytest.raises(UnsupportedError, match=r"\[build\] takes only threads = N"):
+        build_bundle(tmp_path / "bad", "host", spec, recipe_file=recipe)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(UnsupportedError, match="--threads 0 is not a thread count"):
+        BuildOptions(target="host", threads=0)

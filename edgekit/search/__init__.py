@@ -67,12 +67,13 @@ def search(options: SearchOptions, progress: Callable[[str], None] | None = None
     write ``chosen.toml``, ``report.html`` and the plots; return the summary (also ``summary.json``)."""
     from edgekit.search import study as studies
     from edgekit.search.executors import open_pool
+    from edgekit.search.trial import trial_threads
     from edgekit.targets import load_target
 
     profile = load_target(options.target)
     study = studies.open_study(options)
     say = progress or (lambda line: None)
-    pool = open_pool(options.ray, options.workers)
+    pool = open_pool(options.ray, options.workers, trial_threads(options.workers))
     try:
         options = _with_ray_devices(options, pool, profile.name, say)
         default = _default_search(options)

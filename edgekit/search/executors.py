@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from edgekit.errors import UnsupportedError
-from edgekit.search.trial import run_trial
+from edgekit.search.trial import limit_threads, run_trial, thread_env
 
 #: ``--ray`` without an address: start a Ray runtime on this machine for the search
 RAY_LOCAL = "local"
@@ -47,14 +47,15 @@ class ProcessTrials:
     that dies breaks a ``ProcessPoolExecutor`` for good, so the pool is replaced once the trials
     it held have been told as failed."""
 
-    def __init__(self, workers: int) -> None:
-        self._workers = workers
+    def __init__(self, workers: int, threads: int) -> None:
+        self._workers, self._threads = workers, threads
         self._pool = self._new_pool()
         self._pending: dict[Future, int] = {}
         self.where = f"local process pool ({workers} workers)"
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=limit_threads, initargs=(self._threads,))
 
     def submit(self, job: dict[str, Any], number: int, overlay: dict[str, Any]) -> None:
         try:
@@ -96,17 +97,17 @@ def ray_module() -> Any:
 
 
 class RayTrials:
-    """One Ray task per trial, ``cpus`` CPUs declared for each; ``address`` :data:`RAY_LOCAL`
-    starts a runtime here with ``workers`` CPUs, anything else joins that cluster. A runtime
-    this class started is shut down by :meth:`close`; one already running in the process is
-    used as it is (and left running)."""
+    """One Ray task per trial, ``threads`` CPUs declared for each (and its thread pools capped
+    to them); ``address`` :data:`RAY_LOCAL` starts a runtime here with ``workers * threads``
+    CPUs, anything else joins that cluster. A runtime this class started is shut down by
+    :meth:`close`; one already running in the process is used as it is (and left running)."""
 
-    def __init__(self, address: str, workers: int, cpus: float = 1.0) -> None:
+    def __init__(self, address: str, workers: int, threads: int = 1) -> None:
         self._ray = ray = ray_module()
         self._started = not ray.is_initialized()
         if self._started:
-            _init(ray, address, workers)
-        self._task = ray.remote(num_cpus=cpus, max_retries=0)(run_trial)
+            _init(ray, address, workers * threads)
+        self._task = ray.remote(num_cpus=threads, max_retries=0, runtime_env={"env_vars": thread_env(threads)})(run_trial)
         self._pending: dict[Any, int] = {}
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cluster = "local Ray runtime" if address == RAY_LOCAL else f"Ray cluster {address}"
@@ -140,10 +141,10 @@ class RayTrials:
             self._ray.shutdown()
 
 
-def _init(ray: Any, address: str, workers: int) -> None:
+def _init(ray: Any, address: str, cpus: int) -> None:
     quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address == RAY_LOCAL:
-        ray.init(num_cpus=workers, **quiet)
+        ray.init(num_cpus=cpus, **quiet)
         return
     check_reachable(address)  # ray.init retries an absent head for minutes before it gives up
     try:
@@ -168,8 +169,8 @@ def _cannot_join(address: str, why: str) -> UnsupportedError:
                             "start one with `ray start --head` and pass its HOST:PORT, or use --ray alone for a local runtime")
 
 
-def open_pool(ray_address: str | None, workers: int) -> TrialPool:
-    """The pool ``edgekit search`` runs its trials in."""
+def open_pool(ray_address: str | None, workers: int, threads: int = 1) -> TrialPool:
+    """The pool ``edgekit search`` runs its trials in, ``threads`` CPU threads per trial."""
     if ray_address is None:
-        return ProcessTrials(workers)
-    return RayTrials(ray_address, workers)
+        return ProcessTrials(workers, threads)
+    return RayTrials(ray_address, workers, threads)

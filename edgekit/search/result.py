@@ -132,13 +132,16 @@ def finish(options: SearchOptions, chosen: dict | None, default: dict) -> dict[s
             else "no trial beat the default build's best int8 on size and latency: the profile as it is")
     header = (f"edgekit search: {what}; {options.out}, target {options.target}, model "
               f"{options.model or 'the digits example'}\nreproduce: {command}\n")
-    body = ""
+    job = trial_job(options)
+    body = to_toml({"build": {"threads": job["threads"]}})  # the profile as it is, built as the search built it
     if chosen is not None:
         source = options.out / "trials" / f"{chosen['number']:04d}" / "overlay.toml"
         body = "\n".join(line for line in source.read_text(encoding="utf-8").splitlines() if not line.startswith("#"))
     path = options.out / "chosen.toml"
     path.write_text(to_toml({}, header) + "\n" + body.strip() + "\n", encoding="utf-8")
-    manifest = build_with(trial_job(options), path, options.out / "chosen", "heldout")
+    # its [build] threads decide, as they will for the user's rebuild (a resumed study's trial
+    # may have been built with another run's share of the cores)
+    manifest = build_with({**job, "threads": None}, path, options.out / "chosen", "heldout")
     # the default's best int8 when the profile won (its build also holds fp32 and other int8 files)
     heldout = measure(manifest, options.max_drop.metric) if chosen else default_int8(manifest, options.max_drop.metric)
     figures = chosen or default

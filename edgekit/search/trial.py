@@ -7,6 +7,7 @@ so the search records it and goes on.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import traceback
@@ -46,11 +47,33 @@ def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]
             "sha256": artifact["sha256"]}
 
 
+def trial_threads(workers: int) -> int:
+    """CPU threads of one trial when ``workers`` trials build at once on this host: its share of
+    the cores. Two trials that each start a thread per core fight over them (torch's, TF's and
+    ORT's pools spin while they wait), so two workers did only 1.2-1.3x the trials of one."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def trial_job(options: Any) -> dict[str, Any]:
-    """What every trial build of a search (``SearchOptions``) shares, as plain data for workers."""
+    """What every trial build of a search (``SearchOptions``) shares, as plain data for workers;
+    ``threads``: each build's share of the cores (the default and chosen builds use it too, so
+    every latency of the search is timed with the same count)."""
     return {"target": options.target, "model": options.model, "out": str(options.out), "seed": options.seed,
             "latency_runs": options.latency_runs, "metric": options.max_drop.metric.value, "devices": options.devices,
-            "trial_time_s": options.trial_time_s, "budget": str(options.max_drop)}
+            "trial_time_s": options.trial_time_s, "budget": str(options.max_drop), "threads": trial_threads(options.workers)}
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps the thread pools a trial's process starts and edgekit gives no count
+    to: OpenMP's, OpenBLAS's (numpy) and TensorFlow's (onnx2tf, the TFLite converter) read it at
+    start-up; torch's and the host sessions' come from ``BuildOptions.threads``."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+    return {**{name: str(threads) for name in names}, "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def limit_threads(threads: int) -> None:
+    """A pool worker's initializer: :func:`thread_env` before the trial imports anything heavy."""
+    os.environ.update(thread_env(threads))
 
 
 def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False) -> dict:
@@ -67,7 +90,8 @@ def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split:
     options = BuildOptions(target=job["target"], model=job["model"], out=out, force=True, seed=job["seed"],
                            latency_runs=job["latency_runs"], verify_on="none", recipe_file=overlay_file,
                            quality_split=QualitySplit(split), sensitivity=sensitivity,
-                           max_drop=MaxDrop.parse(job["budget"]) if compresses and "budget" in job else None)
+                           max_drop=MaxDrop.parse(job["budget"]) if compresses and "budget" in job else None,
+                           threads=job.get("threads"))
     return build(options)
 
 
@@ -105,7 +129,8 @@ def run_trial(job: dict[str, Any], number: int, overlay: dict[str, Any]) -> dict
     folder = Path(job["out"]) / "trials" / f"{number:04d}"
     folder.mkdir(parents=True, exist_ok=True)
     overlay_file = folder / "overlay.toml"
-    overlay_file.write_text(to_toml(overlay, f"edgekit search: trial {number}"), encoding="utf-8")
+    recorded = {**overlay, "build": {"threads": job["threads"]}} if job.get("threads") else overlay  # rebuilt with the same count
+    overlay_file.write_text(to_toml(recorded, f"edgekit search: trial {number}"), encoding="utf-8")
     try:
         with time_limit(job.get("trial_time_s")):
             manifest = build_with(job, overlay_file, folder / "bundle", "search")

@@ -7,8 +7,6 @@ device runner measures that.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from edgekit.context import BuildContext
@@ -43,7 +41,7 @@ class MeasureLatency(Stage):
         sessions, threads = [], []
         for artifact in ctx.artifacts:
             cfg = ctx.profile.tflite if artifact.format == "tflite" else ctx.profile.ort
-            threads.append(max(1, min(cfg.threads, os.cpu_count() or 1)))  # never more than this host has
+            threads.append(ctx.host_threads(cfg.threads))
             sessions.append(open_session(ctx.bundle_dir / artifact.file, artifact.format, ctx.inputs, ctx.outputs, threads[-1]))
         times = interleaved_latency(sessions, sample, ctx.options.latency_runs)
         for artifact, bucket, count in zip(ctx.artifacts, times, threads):

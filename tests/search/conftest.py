@@ -40,6 +40,13 @@ def factory():
 
 def crash():
     os._exit(3)  # the worker process dies: no exception, no result
+
+
+def threads():
+    """The model, after noting the thread pools its worker was given."""
+    seen = [os.environ.get(k, "-") for k in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")] + [str(torch.get_num_threads())]
+    (HERE / f"threads-{os.getpid()}.txt").write_text(" ".join(seen))
+    return factory()
 '''
 
 

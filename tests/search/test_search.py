@@ -3,6 +3,8 @@ trial, a failing trial recorded, chosen.toml rebuilding the chosen bundle byte f
 report one self-contained file; options refused in one line before any work."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -61,6 +63,15 @@ def test_chosen_toml_rebuilds_the_chosen_bundle_byte_for_byte(searched, tmp_path
     if chosen["trial"] is not None:
         assert searched["second"]["races"][-1]["trial"] == chosen["trial"]
         assert searched["second"]["races"][-1]["trial_ms"] <= searched["second"]["races"][-1]["default_ms"]
+    import tomllib
+
+    from edgekit.search.trial import trial_threads
+
+    # the chosen bundle was built with the thread count of the trial that won (its share of the
+    # cores in that run), and chosen.toml says so
+    recorded = tomllib.loads(Path(chosen["file"]).read_text())["build"]
+    trial = searched["out"] / "trials" / f"{chosen['trial'] or 0:04d}" / "overlay.toml"
+    assert recorded == (tomllib.loads(trial.read_text())["build"] if chosen["trial"] is not None else {"threads": trial_threads(2)})
     out = tmp_path / "rebuilt"
     result = CliRunner().invoke(main, ["build", searched["model"], "--target", searched["target"], "--recipe", chosen["file"],
                                        "--out", str(out), "--latency-runs", "0", "--verify-on", "none"])

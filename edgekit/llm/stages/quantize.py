@@ -1,5 +1,8 @@
 """Weight-only int8 and int4 decoder artifacts for ONNX Runtime (``edgekit.llm.quantize``).
 
+int8 uses the profile's ``[llm] int8_scheme``: ``grid`` keeps a source that is already on a
+4-bit block grid (SmolLM2's GGUF is Q4_1, its tied table Q8_0) exact, so the int8 artifact's
+greedy continuations are the original's; other matrices get the calibration-aware search.
 int4 uses the profile's scheme (``[llm] int4_scheme``; ``search`` is calibration-aware: per block
 the least error weighted by the calibration text's activations) with the outlying matrices kept at
 int8 within the byte budget; the round-to-nearest baseline is built beside it (not shipped) so the
@@ -22,7 +25,7 @@ CALIBRATION_WINDOW = 256
 def options_for(ctx: BuildContext, precision: str, scheme: str | None = None) -> QuantOptions:
     cfg = ctx.profile.llm
     if precision == "int8":
-        return QuantOptions(bits=8, scheme="rtn_sym", block_size=cfg.int4_block_size)
+        return QuantOptions(bits=8, scheme=scheme or cfg.int8_scheme, block_size=cfg.int4_block_size)
     return QuantOptions(bits=4, scheme=scheme or cfg.int4_scheme, block_size=cfg.int4_block_size,
                         max_ratio=cfg.int4_max_ratio)
 

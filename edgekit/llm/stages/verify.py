@@ -8,7 +8,6 @@ host's kernel figures are reported beside, labelled with its int8 ISA, not judge
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -25,7 +24,7 @@ REWRITTEN = frozenset({"MatMulInteger", "MatMulNBits"})
 
 
 def host_threads(ctx: BuildContext) -> int:
-    return max(1, min(ctx.profile.ort.threads, os.cpu_count() or 1))
+    return ctx.host_threads(ctx.profile.ort.threads)
 
 
 def open_decoder(ctx: BuildContext, artifact: Artifact, reference: bool) -> Any:
