@@ -37,6 +37,20 @@ def _run(debug: bool, func, *args, **kwargs):
         sys.exit(exc.exit_code)
 
 
+def _prompt_ids(value: str | None) -> tuple[int, ...] | None:
+    """``--prompt-ids`` by the runner's own rule (comma-separated non-negative integers)."""
+    import argparse
+
+    from edgekit.runner.edgekit_runner import token_ids
+
+    if value is None:
+        return None
+    try:
+        return tuple(token_ids(value))
+    except argparse.ArgumentTypeError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
         from edgekit.doctor import version_text
@@ -222,12 +236,16 @@ def inspect(model: str, target: str, inputs, as_json: bool, debug: bool) -> None
 @click.option("--min-seconds", type=float,
               help=f"Minimum timed seconds per artifact [runner default {DEFAULTS.min_seconds:g}; emulated {EMULATED.min_seconds:g}].")
 @click.option("--max-seconds", type=float, help=f"Cap on timed seconds per artifact [runner default {DEFAULTS.max_seconds:g}].")
+@click.option("--prompt", help="LLM bundles: generate from this text instead of the golden prompts (needs tokenizers there).")
+@click.option("--prompt-ids", metavar="1,2,3", callback=lambda ctx, param, value: _prompt_ids(value),
+              help="LLM bundles: generate from these token ids (no tokenizer needed).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="LLM bundles: new tokens [runner default].")
 @click.option("--timeout", type=float, default=DEFAULTS.timeout, show_default=True, help="Seconds allowed per step (copy, run) per host.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Also save the reports (JSON list) here, for `edgekit compare`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threads, runs, warmup, min_seconds, max_seconds,
-          timeout, out, as_json, debug) -> None:
+          prompt, prompt_ids, max_new_tokens, timeout, out, as_json, debug) -> None:
     """Run BUNDLE's own runner here, on devices over SSH (--host), or emulated (--emulate aarch64).
 
     Exit 0 when every artifact ran and matched its golden outputs, 4 when one did not.
@@ -236,7 +254,10 @@ def bench(bundle, hosts, emulate, identity, known_hosts, python, artifact, threa
     from edgekit.device.bench import render_bench
 
     given = {"artifact": artifact, "threads": threads, "runs": runs, "warmup": warmup, "min_seconds": min_seconds,
-             "max_seconds": max_seconds, "timeout": timeout}
+             "max_seconds": max_seconds, "timeout": timeout, "prompt": prompt, "max_new_tokens": max_new_tokens,
+             "prompt_ids": prompt_ids}
+    if prompt is not None and prompt_ids is not None:
+        raise click.UsageError("give --prompt or --prompt-ids, not both")
     settings = RunnerSettings(**{name: value for name, value in given.items() if value is not None})
     try:
         reports, error = run_bench(bundle, settings, hosts=hosts, emulate=emulate, identity=identity, known_hosts=known_hosts,

@@ -149,7 +149,8 @@ def _runtime(rt: dict) -> str:
 
 
 def _verdict(r: dict, cor: dict) -> str:
-    return ("ERROR" if r.get("error") else ("PASS" if cor.get("passed") else "FAIL")) + ("*" if r.get("emulated") else "")
+    verdict = "RAN" if r.get("correctness") is None else ("PASS" if cor.get("passed") else "FAIL")  # RAN: a prompt, no golden
+    return ("ERROR" if r.get("error") else verdict) + ("*" if r.get("emulated") else "")
 
 
 LLM_HEADER = ["host", "artifact", "runtime", "threads", "TTFT ms", "prefill tok/s", "decode tok/s", "decode p50 ms",

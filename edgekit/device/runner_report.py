@@ -45,8 +45,10 @@ def _runner_hint(reason: str) -> str:
 
 def passed(code: int, results: list[dict]) -> bool:
     """The one bench verdict, wherever the runner ran: exit 0, at least one result, and every
-    artifact ran and met its tolerance."""
-    return code == 0 and bool(results) and all((r.get("correctness") or {}).get("passed") for r in results)
+    artifact ran and met its tolerance; a run on the user's prompt (``--prompt``, no golden
+    continuation to compare with: ``correctness`` null, as the runner itself rules) only ran."""
+    return code == 0 and bool(results) and all(
+        not r.get("error") and (r.get("correctness") is None or r["correctness"].get("passed")) for r in results)
 
 
 def annotate(report: dict, host: str, code: int, wall_s: float, remote_dir: str | None = None) -> dict:

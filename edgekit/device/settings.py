@@ -39,13 +39,24 @@ class RunnerSettings:
     """TFLite delegate instead of the manifest's (xnnpack, nnapi, gpu, none)."""
     provider: str | None = None
     """onnxruntime execution provider instead of the manifest's."""
+    prompt: str | None = None
+    """LLM bundles: generate from this text (the device needs ``tokenizers``) instead of the
+    golden prompts; the report's ``generation`` carries the tokens and text."""
+    prompt_ids: tuple[int, ...] | None = None
+    """LLM bundles: generate from these token ids (no tokenizer needed)."""
+    max_new_tokens: int | None = None
+    """LLM bundles: new tokens to generate; None: the runner's default."""
 
     def argv(self, json_out: str) -> list[str]:
         """The runner's flags after the bundle folder, its JSON report written to ``json_out``."""
         flags = {"--artifact": self.artifact, "--threads": self.threads, "--runs": self.runs, "--warmup": self.warmup,
                  "--min-seconds": self.min_seconds, "--max-seconds": self.max_seconds, "--delegate": self.delegate,
-                 "--provider": self.provider}
+                 "--provider": self.provider, "--max-new-tokens": self.max_new_tokens}
         args = [item for flag, value in flags.items() if value is not None for item in (flag, str(value))]
+        if self.prompt is not None:
+            args.append(f"--prompt={self.prompt}")  # "--flag=value": a prompt may start with "-"
+        if self.prompt_ids is not None:
+            args.append("--prompt-ids=" + ",".join(map(str, self.prompt_ids)))
         return [*args, "--json", json_out]
 
     def replace(self, **changes) -> RunnerSettings:

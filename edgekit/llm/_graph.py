@@ -164,7 +164,6 @@ def replace_matmul(rw: Rewrite, model: Any, site: WeightSite, bq: BlockQuant, ac
 
 def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, accuracy_level: int) -> None:
     """Head -> ``MatMulNBits``; lookup -> ``GatherBlockQuantized`` over the same packed weight."""
-    from onnx import helper, numpy_helper
 
     names = rw.store(bq, head.weight, flat=False)
     out = _node(model, head.matmul).output[0]
@@ -175,16 +174,34 @@ def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, a
     if head.lookup is None:
         return
     lookup = _node(model, head.lookup)
-    shape, axes = f"{head.weight}_rows", f"{head.weight}_last_axis"
-    rw.tensors.extend([numpy_helper.from_array(np.array([bq.q.shape[0], -1], np.int64), shape),
-                       numpy_helper.from_array(np.array([-1], np.int64), axes)])
-    flat, ids = f"{head.weight}_table", f"{head.lookup}_ids"
-    rw.nodes[head.lookup] = [
-        helper.make_node("Reshape", [names[0], shape], [flat], name=f"{head.lookup}_reshape"),
+    rw.nodes[head.lookup] = _lookup_nodes(rw, head, lookup, names, bq)
+
+
+def _lookup_nodes(rw: Rewrite, head: TiedHead, lookup: Any, names: list[str], bq: BlockQuant) -> list[Any]:
+    """The embedding lookup on the head's own packed table B [vocab, blocks, blob]: gathered as
+    [..., blocks, block] rows (only the scales get a [vocab, blocks, 1] view), then reshaped to
+    [..., hidden]. Gathering on a [vocab, hidden] Reshape of B instead made ONNX Runtime's
+    constant folding store the table twice (the .ort file +28 MB for SmolLM2, and the session's
+    memory)."""
+    from onnx import helper, numpy_helper
+
+    if bq.zeros is not None:  # quantize_onnx stores the table symmetric; zero points would need their own view
+        raise ValueError("the tied table's lookup takes a symmetric table (no zero points)")
+    vocab, hidden = bq.q.shape
+    axes, ids, scales = f"{head.weight}_last_axis", f"{head.lookup}_ids", f"{head.weight}_scales_rows"
+    rw.tensors.extend([numpy_helper.from_array(np.array([-1], np.int64), axes),
+                       numpy_helper.from_array(np.array([vocab, hidden // bq.block, 1], np.int64), f"{scales}_shape"),
+                       numpy_helper.from_array(np.array([hidden], np.int64), f"{head.weight}_hidden")])
+    blocks, shape = f"{head.lookup}_blocks", f"{head.lookup}_shape"
+    return [
         # GatherND with indices [..., 1] is Gather on the squeezed indices
         helper.make_node("Squeeze", [lookup.input[1], axes], [ids], name=f"{head.lookup}_squeeze"),
-        helper.make_node("GatherBlockQuantized", [flat, ids, *names[1:]], [lookup.output[0]], name=head.lookup,
-                         domain=MS_DOMAIN, bits=bq.bits, block_size=bq.block, gather_axis=0, quantize_axis=1)]
+        helper.make_node("Reshape", [names[1], f"{scales}_shape"], [scales], name=f"{head.lookup}_scales"),
+        helper.make_node("GatherBlockQuantized", [names[0], ids, scales], [blocks], name=head.lookup,
+                         domain=MS_DOMAIN, bits=bq.bits, block_size=bq.block, gather_axis=0, quantize_axis=2),
+        helper.make_node("Shape", [ids], [f"{shape}_ids"], name=f"{head.lookup}_ids_shape"),
+        helper.make_node("Concat", [f"{shape}_ids", f"{head.weight}_hidden"], [shape], name=f"{head.lookup}_out_shape", axis=0),
+        helper.make_node("Reshape", [blocks, shape], [lookup.output[0]], name=f"{head.lookup}_rows")]
 
 
 def concat_rows(parts: list[BlockQuant]) -> BlockQuant:

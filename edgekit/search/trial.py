@@ -40,10 +40,12 @@ def measure(manifest: dict, metric: Metric = Metric.TOP1_DROP) -> dict[str, Any]
     if artifact["file"] not in accuracy.get("per_artifact", {}):
         raise ValueError("the build measured no task quality (the search needs the model's eval split)")
     quality, figure = artifact_figure(metric, accuracy, artifact["file"])
-    latency = (artifact.get("host_latency_ms") or {}).get("p50")
+    timed = artifact.get("host_latency_ms") or {}
+    latency = timed.get("p50")
     return {"artifact": artifact["file"], "metric": metric.value, "quality": quality, "reference": against_original(accuracy)["reference"],
             "figure": figure, "bytes": artifact["bytes"], "latency_ms": latency, "host_latency_ms": latency,
-            "latency_where": f"build host ({int8_isa()})", "dataset": accuracy["dataset"], "samples": accuracy.get("samples"),
+            "latency_where": f"build host ({int8_isa()}, {timed.get('threads', 1)} threads)",
+            "dataset": accuracy["dataset"], "samples": accuracy.get("samples"),
             "sha256": artifact["sha256"]}
 
 

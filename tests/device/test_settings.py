@@ -32,6 +32,14 @@ def test_argv_is_what_the_runner_parses() -> None:
     assert "--timeout" not in argv  # the transport's bound, not the runner's
 
 
+def test_llm_settings_are_what_the_runner_parses() -> None:
+    argv = RunnerSettings(prompt_ids=(1, 22, 333), max_new_tokens=4).argv("r.json")
+    parsed = parse_args(["BUNDLE", *argv])
+    assert (parsed.prompt_ids, parsed.max_new_tokens, parsed.prompt) == ([1, 22, 333], 4, None)
+    parsed = parse_args(["BUNDLE", *RunnerSettings(prompt="-x: a prompt that starts with a dash").argv("r.json")])
+    assert parsed.prompt == "-x: a prompt that starts with a dash" and parsed.prompt_ids is None
+
+
 def test_unset_fields_are_left_to_the_runner() -> None:
     assert DEFAULTS.argv("r.json") == ["--runs", "50", "--warmup", "5", "--min-seconds", "1.0", "--max-seconds", "60.0",
                                        "--json", "r.json"]

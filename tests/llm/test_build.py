@@ -129,3 +129,21 @@ def test_pickle_only_folder_is_refused_and_keeps_the_earlier_bundle(tmp_path, ti
     with pytest.raises(LlmSourceError, match="pickle checkpoints are never loaded"):
         build(BuildOptions(target="rpi4", model=str(folder), out=bundle, force=True))
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_bench_generates_from_the_given_ids_as_the_host_does(tiny_llm_build):
+    """`edgekit bench BUNDLE --prompt-ids ... --max-new-tokens N` (the same settings reach SSH and
+    emulated runs): the runner's generation is the host decoder's greedy continuation."""
+    from edgekit.runner.edgekit_runner import OrtDecoder, generate, llm_spec
+
+    _, bundle, manifest = tiny_llm_build
+    result = CliRunner().invoke(main, ["bench", str(bundle), "--artifact", "model_int4.onnx", "--prompt-ids", "5,6,7,8",
+                                       "--max-new-tokens", "6", "--runs", "1", "--warmup", "0", "--min-seconds", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    (run,) = report["results"]
+    spec = llm_spec(manifest)
+    expected = generate(OrtDecoder.from_file(bundle / "model_int4.onnx", spec), [5, 6, 7, 8], 6, spec["eos_token_ids"])
+    assert run["generation"]["tokens"] == expected.tokens and run["correctness"] is None
+    bad = CliRunner().invoke(main, ["bench", str(bundle), "--prompt-ids", "5,x"])
+    assert bad.exit_code == 2 and "is not comma-separated token ids" in bad.output and "Traceback" not in bad.output

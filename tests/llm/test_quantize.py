@@ -91,6 +91,16 @@ def test_tied_table_is_stored_once(fp32: Path, tmp_path: Path) -> None:
     packed = [t for t in tables if t.data_type == onnx.TensorProto.UINT8]
     assert len(packed) == 1 and packed[0].name.endswith("_Q8") and list(packed[0].dims) == [96, 2, 32]
     assert not [t.name for t in tables if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and t.dims[1] == 64]
+    # ...and stays once after ONNX Runtime's constant folding (what a session holds, what .ort stores)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    folded = [t for t in onnx.load(str(tmp_path / "folded.onnx")).graph.initializer
+              if t.dims and t.dims[0] == 96 and t.data_type == onnx.TensorProto.UINT8]
+    assert len(folded) == 1, [(t.name, list(t.dims)) for t in folded]
 
 
 def test_promotion_respects_the_budget(fp32: Path, diags: dict, tmp_path: Path) -> None:
