@@ -164,7 +164,6 @@ def replace_matmul(rw: Rewrite, model: Any, site: WeightSite, bq: BlockQuant, ac
 
 def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, accuracy_level: int) -> None:
     """Head -> ``MatMulNBits``; lookup -> ``GatherBlockQuantized`` over the same packed weight."""
-
     names = rw.store(bq, head.weight, flat=False)
     out = _node(model, head.matmul).output[0]
     rw.nodes[head.matmul] = [_nbits_node(head.matmul, [head.activation, *names], out, bq, accuracy_level)]
