@@ -76,7 +76,8 @@ def main() -> None:
 @click.option("--calibration", "-c", help="Calibration set name (digits, photos) or a folder of .npy/.npz/images.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224[:dtype]", help="Input spec; repeat per input.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("--allow-drift", is_flag=True, help="Keep artifacts that fail verification (reported as FAIL).")
+@click.option("--allow-drift", is_flag=True,
+              help="Keep artifacts that fail verification (reported as FAIL) and a compression that breaks its budget (exit 4).")
 @click.option("--latency-runs", default=50, show_default=True, help="Timed host runs per artifact (0: skip).")
 @click.option("--share", metavar="auto", help="Compression: tie shared weights, e.g. auto.")
 @click.option("--prune", metavar="KIND:RATIO[,k=v]", help="Compression: e.g. structured:0.5,finetune_epochs=5 or unstructured:0.8.")
@@ -105,7 +106,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     a Hugging Face causal-LM folder (llama, qwen2, gemma; safetensors) or a .gguf file.
     Compression steps run in the fixed order share, prune, lowrank, distill, qat.
     """
-    from edgekit.budget import MaxDrop
+    from edgekit.budget import MaxDrop, describe
     from edgekit.options import BuildOptions
     from edgekit.pipeline import build as run_build
     from edgekit.report import build_summary, failed_artifacts
@@ -127,6 +128,11 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     failed = failed_artifacts(manifest)
     if failed:
         click.echo(f"edgekit: {len(failed)} artifact(s) failed verification: {', '.join(failed)}", err=True)
+        sys.exit(4)
+    budget = ((manifest.get("compression") or [{}])[-1]).get("budget")
+    if budget is not None and not budget["passed"]:  # kept by --allow-drift: the bundle is there, the exit says so
+        click.echo(f"edgekit: the compressed model broke its quality budget ({describe(budget)}); kept by --allow-drift",
+                   err=True)
         sys.exit(4)
 
 

@@ -141,7 +141,7 @@ def finish(options: SearchOptions, chosen: dict | None, default: dict) -> dict[s
     path.write_text(to_toml({}, header) + "\n" + body.strip() + "\n", encoding="utf-8")
     # its [build] threads decide, as they will for the user's rebuild (a resumed study's trial
     # may have been built with another run's share of the cores)
-    manifest = build_with({**job, "threads": None}, path, options.out / "chosen", "heldout")
+    manifest = build_with({**job, "threads": None}, path, options.out / "chosen", "heldout", record_only=True)
     # the default's best int8 when the profile won (its build also holds fp32 and other int8 files)
     heldout = measure(manifest, options.max_drop.metric) if chosen else default_int8(manifest, options.max_drop.metric)
     figures = chosen or default

@@ -78,10 +78,13 @@ def limit_threads(threads: int) -> None:
     os.environ.update(thread_env(threads))
 
 
-def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False) -> dict:
+def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split: str, sensitivity: bool = False,
+               record_only: bool = False) -> dict:
     """Build ``job``'s model for its target with ``overlay_file`` into ``out`` (with the per-layer
     sensitivity when asked); its manifest. The file is given as ``--recipe`` would give it: its
-    profile tables overlay the profile, its ``[[compress]]`` steps compress the model."""
+    profile tables overlay the profile, its ``[[compress]]`` steps compress the model.
+    ``record_only``: a broken budget or verdict is recorded, not a stop (``--allow-drift``):
+    the held-out builds report what the search chose, they do not choose again."""
     from edgekit.budget import MaxDrop
     from edgekit.options import BuildOptions, QualitySplit
     from edgekit.pipeline import build
@@ -89,7 +92,7 @@ def build_with(job: dict[str, Any], overlay_file: Path | None, out: Path, split:
 
     # compression is judged by the search's budget (not the profile's), before any conversion
     compresses = overlay_file is not None and has_steps(overlay_file)
-    options = BuildOptions(target=job["target"], model=job["model"], out=out, force=True, seed=job["seed"],
+    options = BuildOptions(target=job["target"], model=job["model"], out=out, force=True, seed=job["seed"], allow_drift=record_only,
                            latency_runs=job["latency_runs"], verify_on="none", recipe_file=overlay_file,
                            quality_split=QualitySplit(split), sensitivity=sensitivity,
                            max_drop=MaxDrop.parse(job["budget"]) if compresses and "budget" in job else None,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edgekit.budget import budget_bound, budget_metric, describe, judge
 from edgekit.context import BuildContext
+from edgekit.errors import QualityBudgetError
 from edgekit.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -63,7 +64,13 @@ class Compress(Stage):
         ctx.original, ctx.model = ctx.model, model.eval()  # quality is judged against the original too
         ctx.compression = [{**r.to_dict(), **m} for r, m in zip(reports, measured)]
         _record(ctx, defaulted)
-        judge(ctx.compression, metric, bound, source)  # raises before any conversion work
+        try:
+            judge(ctx.compression, metric, bound, source)  # raises before any conversion work
+        except QualityBudgetError as exc:
+            if not ctx.options.allow_drift:
+                raise
+            ctx.reporter.info(f"   budget: {exc}: kept (--allow-drift)")  # recorded: budget.passed false
+            return
         ctx.reporter.info(f"   budget: {describe(ctx.compression[-1]['budget'])}: kept")
 
 

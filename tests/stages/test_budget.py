@@ -178,3 +178,16 @@ def test_language_models_are_judged_by_perplexity_on_the_eval_windows():
     with pytest.raises(QualityBudgetError, match=r"qat \(epochs=1\) .* perplexity 21.500 vs 20.000 .* \+7.50 % > 5 %"):
         judge(steps, Metric.PPL_INCREASE, 5.0, "rpi4 profile budget")
     assert "--max-drop ppl:7.5%" in str(pytest.raises(QualityBudgetError, judge, steps, Metric.PPL_INCREASE, 5.0, "x").value)
+
+
+def test_allow_drift_keeps_a_broken_compression_recorded_and_exits_4(tmp_path):
+    """What a search's held-out rebuild needs: the budget is reported, not a stop (the bundle is
+    written, ``budget.passed`` is false, and the exit code still says so)."""
+    result = edgekit("build", "--target", "rpi4", "--prune", "structured:0.5,finetune_epochs=0", "--allow-drift",
+                     "--latency-runs", "0", "--verify-on", "none", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "broke the quality budget" in result.stderr and "kept (--allow-drift)" in result.stderr
+    assert "Traceback" not in result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    budget = manifest["compression"][1]["budget"]
+    assert budget["passed"] is False and budget["figure"] == pytest.approx(82.78, abs=0.01) and budget["bound"] == 1.0
