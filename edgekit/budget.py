@@ -169,12 +169,19 @@ def judge(steps: list[dict[str, Any]], metric: Metric, bound: float | None, sour
         value = figure(metric, step, original)
         step["budget"] = {"metric": metric.value, "figure": value, "bound": bound,
                           "passed": within(metric, value, bound), "source": source}
-    if not later or later[-1]["budget"]["passed"]:
+    final = final_budget(steps)
+    if final is None or final["passed"]:
         return
     culprit = len(later) - 1
     while culprit > 0 and not later[culprit - 1]["budget"]["passed"]:
         culprit -= 1
     raise QualityBudgetError(_problem(later[culprit], original, metric, source), _hint(later[culprit], metric))
+
+
+def final_budget(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``budget`` entry that decides a compression (:func:`judge`): the last step's, since only
+    the model that is converted must keep the budget; None when nothing was compressed or judged."""
+    return steps[-1].get("budget") if len(steps) > 1 else None
 
 
 def describe(entry: dict[str, Any]) -> str:

@@ -106,7 +106,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     a Hugging Face causal-LM folder (llama, qwen2, gemma; safetensors) or a .gguf file.
     Compression steps run in the fixed order share, prune, lowrank, distill, qat.
     """
-    from edgekit.budget import MaxDrop, describe
+    from edgekit.budget import MaxDrop, describe, final_budget
     from edgekit.options import BuildOptions
     from edgekit.pipeline import build as run_build
     from edgekit.report import build_summary, failed_artifacts
@@ -129,7 +129,7 @@ def build(model, target, example, out, calibration, inputs, force, allow_drift, 
     if failed:
         click.echo(f"edgekit: {len(failed)} artifact(s) failed verification: {', '.join(failed)}", err=True)
         sys.exit(4)
-    budget = ((manifest.get("compression") or [{}])[-1]).get("budget")
+    budget = final_budget(manifest.get("compression") or [])
     if budget is not None and not budget["passed"]:  # kept by --allow-drift: the bundle is there, the exit says so
         click.echo(f"edgekit: the compressed model broke its quality budget ({describe(budget)}); kept by --allow-drift",
                    err=True)

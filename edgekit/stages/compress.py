@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgekit.budget import budget_bound, budget_metric, describe, judge
+from edgekit.budget import budget_bound, budget_metric, describe, final_budget, judge
 from edgekit.context import BuildContext
 from edgekit.errors import QualityBudgetError
 from edgekit.stages.base import Stage
@@ -71,7 +71,7 @@ class Compress(Stage):
                 raise
             ctx.reporter.info(f"   budget: {exc}: kept (--allow-drift)")  # recorded: budget.passed false
             return
-        ctx.reporter.info(f"   budget: {describe(ctx.compression[-1]['budget'])}: kept")
+        ctx.reporter.info(f"   budget: {describe(final_budget(ctx.compression))}: kept")
 
 
 def _record(ctx: BuildContext, defaulted: set[str]) -> None:
