@@ -4,8 +4,8 @@ An ``nn.Linear(in, out)`` becomes ``Linear(in, r, bias=False) -> Linear(r, out)`
 ``Conv2d`` becomes two 1x1 convs). That saves parameters and MACs only when
 ``r * (in + out) < in * out``, so layers where it would not are left alone. Truncating the
 SVD is the best rank-r approximation in the Frobenius norm (Eckart-Young); the error it
-leaves is recovered by fine-tuning the factorized model (``finetune_epochs``, on the labels or
-against the teacher's outputs) or by a following distillation step.
+leaves is recovered by fine-tuning the factorized model (``finetune_epochs``, on the labels and
+the teacher's outputs) or by a following distillation step.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from edgekit.compress.data import TrainData
 from edgekit.compress.errors import RecipeError
-from edgekit.compress.training import check_epochs, fit
+from edgekit.compress.training import check_epochs, finetune_loss, fit
 
 
 class RankRule(str, Enum):
@@ -105,8 +105,9 @@ def choose_rank(s: torch.Tensor, options: LowRankOptions) -> int:
 def apply(model: nn.Module, options: LowRankOptions, data: TrainData | None = None, *,
           teacher: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Factorize a copy of ``model``, then fine-tune it for ``finetune_epochs`` on ``data``
-    (its labels, else ``teacher``'s outputs; ``teacher`` defaults to ``model``, the model as it
-    was before factorizing); returns ``(model, report)``."""
+    (its labels blended with ``teacher``'s outputs, see ``training.finetune_loss``;
+    ``teacher`` defaults to ``model``, the model as it was before factorizing); returns
+    ``(model, report)``."""
     validate(options, model, data)
     out = copy.deepcopy(model).eval()
     layers: dict[str, dict[str, Any]] = {}
@@ -116,8 +117,6 @@ def apply(model: nn.Module, options: LowRankOptions, data: TrainData | None = No
         layers[name] = _factorize_layer(out, name, options)
     history: list[float] = []
     if (options.finetune_epochs or 0) > 0 and any(r["factorized"] for r in layers.values()):
-        from edgekit.compress.pruning import finetune_loss
-
         history = fit(out, data, epochs=options.finetune_epochs, lr=options.lr,
                       loss_fn=finetune_loss(data, teacher if teacher is not None else model))
     before = sum(r["params_before"] for r in layers.values())

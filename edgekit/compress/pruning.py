@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 from edgekit.compress.data import TrainData
 from edgekit.compress.errors import RecipeError, require
 from edgekit.compress.metrics import count_macs, count_params, run_with_hooks, sparsity_report
-from edgekit.compress.training import LossFn, check_epochs, fit, supervised_loss, teacher_loss
+from edgekit.compress.training import LossFn, check_epochs, finetune_loss, fit
 
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -133,16 +133,13 @@ def validate(options: PruneOptions, model: nn.Module, data: TrainData | None = N
                               f"known prunable layers: {', '.join(_prunable_names(model)[:8])}")
     if not _prunable_names(model):
         raise RecipeError("prune needs nn.Conv*/nn.Linear layers; this model has none")
-    if (options.finetune_epochs or 0) > 0 and not _can_finetune(data, teacher):
-        raise RecipeError("prune: finetune_epochs > 0 needs training data with labels, or "
-                          "inputs plus a teacher model; pass data or set finetune_epochs=0")
+    if (options.finetune_epochs or 0) > 0 and data is None:
+        raise RecipeError("prune: finetune_epochs > 0 needs training data (labelled, or inputs "
+                          "only: the unpruned model then teaches); pass data or set "
+                          "finetune_epochs=0")
     if options.kind is PruneKind.STRUCTURED and example_inputs is None and data is None:
         raise RecipeError("structured pruning traces the model and needs example inputs; "
                           "pass example_inputs or data")
-
-
-def _can_finetune(data: TrainData | None, teacher: nn.Module | None) -> bool:
-    return data is not None and (data.has_labels or teacher is not None)
 
 
 def _prunable_names(model: nn.Module) -> list[str]:
@@ -155,8 +152,9 @@ def apply(model: nn.Module, options: PruneOptions, data: TrainData | None = None
           ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of ``model``; returns ``(pruned_model, report)``.
 
-    The input model is not modified. ``teacher`` supervises fine-tuning when ``data`` has
-    no labels. ``example_inputs`` default to one sample of ``data.x_train``.
+    The input model is not modified. ``teacher`` (default: ``model``, unpruned) supervises
+    fine-tuning beside the labels, or alone when ``data`` has none
+    (``training.finetune_loss``). ``example_inputs`` default to one sample of ``data.x_train``.
     """
     validate(options, model, data, teacher=teacher, example_inputs=example_inputs)
     if example_inputs is None:
@@ -164,7 +162,10 @@ def apply(model: nn.Module, options: PruneOptions, data: TrainData | None = None
         example_inputs = data.example_inputs()
     pruned = copy.deepcopy(model).eval()
     before = {"params": count_params(pruned), "macs": count_macs(pruned, example_inputs)}
-    loss = finetune_loss(data, teacher) if (options.finetune_epochs or 0) > 0 else None
+    loss = None
+    if (options.finetune_epochs or 0) > 0:
+        assert data is not None
+        loss = finetune_loss(data, teacher if teacher is not None else model)
     if options.kind is PruneKind.UNSTRUCTURED:
         history = _unstructured(pruned, options, data, loss)
     else:
@@ -182,15 +183,6 @@ def apply(model: nn.Module, options: PruneOptions, data: TrainData | None = None
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     """Enums to their string values, for JSON reports."""
     return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}
-
-
-def finetune_loss(data: TrainData | None, teacher: nn.Module | None) -> LossFn:
-    """Fine-tuning loss: the labels when the data has them, else the teacher's outputs."""
-    assert data is not None
-    if data.has_labels:
-        return supervised_loss(data.resolved_task)
-    assert teacher is not None
-    return teacher_loss(teacher, data.resolved_task, temperature=1.0)
 
 
 def _unstructured(model: nn.Module, o: PruneOptions, data: TrainData | None,

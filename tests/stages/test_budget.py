@@ -136,7 +136,7 @@ def test_default_finetuning_recovers_structured_pruning_within_budget(tmp_path):
     assert len(prune["details"]["finetune_loss"]) == 20
     budget = prune["budget"]
     assert budget["metric"] == "top1_drop_pp" and budget["bound"] == 1.0 and budget["source"] == "rpi4 profile budget"
-    assert budget["passed"] and budget["figure"] <= budget["bound"]  # measured: 0.28 pp (99.72 % -> 99.44 %)
+    assert budget["passed"] and budget["figure"] <= budget["bound"]  # measured: 0 pp (99.72 % kept; labels alone 0.28 pp)
     assert "budget: top1_drop_pp" in result.stderr and "<= 1 (rpi4 profile budget): kept" in result.stderr
     assert prune["accuracy"] >= 0.99
 
