@@ -110,7 +110,9 @@ class RunnerEngine:
         ort, _, version = runner.import_ort()
         session = runner.OrtBackend(ort, onnx, threads, "CPUExecutionProvider").sess
         if spec is None:  # a bare contract ONNX: the sizes from its signature
-            layers, kv_heads, head_dim = {i.name: i.shape for i in session.get_inputs()}["past_key"][1:]
+            shapes = {i.name: i.shape for i in session.get_inputs()}
+            layers = sum(name.startswith("past_key_") for name in shapes)  # the per-layer ORT form
+            _, kv_heads, _, head_dim = shapes["past_key_0"]
             spec = {"context": context, "vocab": session.get_outputs()[0].shape[1], "prefill_chunk": prefill_chunk,
                     "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim}
         self.runner, self.decoder, self.past = runner, runner.OrtDecoder(ort, session, spec), 0

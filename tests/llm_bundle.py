@@ -140,11 +140,13 @@ def _artifact(bundle: Path, file: str, fmt: str) -> dict[str, Any]:
 def make_llm_bundle(out: Path, hf_folder: Path, *, ort_format: bool = True) -> Path:
     """Write the bundle into ``out`` (created) from the HF folder ``hf_folder``; return ``out``."""
     from edgekit.llm.export import export_decoder
+    from edgekit.llm.gqa import to_shared_cache
     from edgekit.llm.model import load_decoder
 
     out.mkdir(parents=True)
     config, decoder = load_decoder(hf_folder, CONTEXT)
     export_decoder(decoder, out / "model_fp32.onnx", opset=OPSET)
+    to_shared_cache(out / "model_fp32.onnx")
     artifacts = [("model_fp32.onnx", "onnx")]
     if ort_format:
         _to_ort(out / "model_fp32.onnx", out / "model_fp32.ort")
@@ -154,7 +156,7 @@ def make_llm_bundle(out: Path, hf_folder: Path, *, ort_format: bool = True) -> P
     _golden(decoder, tokenizer, out / "golden_llm.npz")
     manifest = {
         "schema": 1, "edgekit_version": "0.1.0", "target": "host-test", "kind": "llm",
-        "llm": {"contract": "edgekit-kv-1", "family": config.family, "layers": config.layers,
+        "llm": {"contract": "edgekit-kv-2", "family": config.family, "layers": config.layers,
                 "kv_heads": config.kv_heads, "head_dim": config.head_dim, "vocab": config.vocab,
                 "context": CONTEXT, "prefill_chunk": PREFILL_CHUNK, "bos_token_id": config.bos_token_id,
                 "eos_token_ids": list(config.eos_token_ids), "tokenizer": "tokenizer.json"},

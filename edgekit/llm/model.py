@@ -18,8 +18,10 @@ KV contract (``KV_CONTRACT``), inputs:
   ``logit_positions`` int64 [K] (which of the T positions get logits).
 Outputs: ``logits`` float32 [K, vocab]; ``key`` / ``value`` float32 [T, layers, kv_heads,
 head_dim], the new entries the runner writes into its buffer at rows P .. P + T.
-With dynamic T and P (ONNX Runtime) the runner passes ``buffer[:P]``, a contiguous view; a
-static-shape runtime gets P = context and masks the unused rows.
+That is the stacked form the export writes; a static-shape runtime (TFLite) gets P = context and
+masks the unused rows. ONNX Runtime artifacts are rewritten to the per-layer form of the same
+contract (``edgekit.llm.gqa``): GroupQueryAttention over one cache per layer, bound as input and
+output, appended in place.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Any
 
 __all__ = ["KV_CONTRACT", "DecoderConfig", "load_decoder", "build_decoder"]
 
-KV_CONTRACT = "edgekit-kv-1"
+KV_CONTRACT = "edgekit-kv-2"
 MASKED = -1e9
 
 

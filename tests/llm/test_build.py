@@ -55,7 +55,7 @@ def _artifact(manifest, precision):
 
 def test_llm_bundle_has_the_documented_files(tiny_llm_build):
     _, bundle, manifest = tiny_llm_build
-    assert manifest["kind"] == "llm" and manifest["llm"]["contract"] == "edgekit-kv-1"
+    assert manifest["kind"] == "llm" and manifest["llm"]["contract"] == "edgekit-kv-2"
     assert manifest["llm"]["context"] == 64 and manifest["llm"]["layers"] == 2
     files = {a["file"] for a in manifest["artifacts"]}
     assert files == {f"model_{p}.{f}" for p in ("fp32", "int8", "int4") for f in ("onnx", "ort")} | \

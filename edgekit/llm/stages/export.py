@@ -1,11 +1,13 @@
-"""Export the decoder once to ONNX (dynamic T/P, the KV contract): the fp32 artifact and the
-graph every quantizer starts from."""
+"""Export the decoder once to ONNX (dynamic T/P, the KV contract's stacked form): the graph the
+calibration statistics and every quantizer start from; the fp32 artifact is it in the per-layer
+ONNX Runtime form (``edgekit.llm.gqa``)."""
 from __future__ import annotations
 
 import shutil
 
 from edgekit.context import Artifact, BuildContext
 from edgekit.llm.export import export_decoder
+from edgekit.llm.gqa import to_shared_cache
 from edgekit.stages.base import Stage
 
 
@@ -19,6 +21,7 @@ class ExportDecoder(Stage):
         ctx.llm.onnx_fp32 = target
         if "fp32" in {p.value for p in ctx.profile.llm.ort_precisions}:
             shutil.copyfile(target, ctx.bundle_dir / "model_fp32.onnx")
+            to_shared_cache(ctx.bundle_dir / "model_fp32.onnx")
             ctx.artifacts.append(Artifact("model_fp32.onnx", "onnx", "fp32", "onnxruntime",
                                           tolerance=_tolerance(ctx, "fp32")))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from edgekit.context import Artifact, BuildContext
+from edgekit.llm.gqa import to_shared_cache
 from edgekit.llm.quantize import QuantOptions, QuantReport, activation_diags, quantize_onnx, text_windows
 from edgekit.llm.stages.export import _tolerance
 from edgekit.stages.base import Stage
@@ -55,11 +56,13 @@ class QuantizeDecoder(Stage):
         for precision in [p.value for p in ctx.profile.llm.ort_precisions if p.value in ("int8", "int4")]:
             target = ctx.bundle_dir / f"model_{precision}.onnx"
             report = quantize_onnx(llm.onnx_fp32, target, options_for(ctx, precision), diags)
+            to_shared_cache(target)
             artifact = Artifact(target.name, "onnx", precision, "onnxruntime", tolerance=_tolerance(ctx, precision),
                                 quantization=record(report))
             if precision == "int4":
                 baseline = ctx.scratch_dir / "baseline_int4_rtn.onnx"
                 rtn = quantize_onnx(llm.onnx_fp32, baseline, options_for(ctx, precision, "rtn"), diags)
+                to_shared_cache(baseline)
                 artifact.quantization["baselines"] = {"rtn": {"file": str(baseline), "bytes": rtn.bytes,
                                                               "scheme": record(rtn)["scheme"]}}
             ctx.artifacts.append(artifact)

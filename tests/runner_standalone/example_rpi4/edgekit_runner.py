@@ -18,7 +18,7 @@ the input is set once before the loop, so a bare `set_tensor(); [t0; invoke(); t
 measures the same thing; for onnxruntime the timed call is `session.run`, which binds its inputs
 itself. Then every golden.npz sample is replayed and compared against the artifact's tolerance.
 
-An LLM bundle ("kind": "llm", docs/llm-bundle.md) is run through the KV contract edgekit-kv-1:
+An LLM bundle ("kind": "llm", docs/llm-bundle.md) is run through the KV contract edgekit-kv-2:
 without a prompt, each artifact's greedy continuations of golden_llm.npz are judged (token match,
 first-step logits cosine) and generation on a fixed prompt is measured (ttft, prefill and decode
 tokens/s, peak RSS); with --prompt (needs the optional `tokenizers` package) or --prompt-ids
@@ -839,14 +839,14 @@ def reference_verdict(bundle: Path, manifest: dict[str, Any], art: dict[str, Any
 
 # ----------------------------------------------------------------------------- LLM bundles
 # A bundle whose manifest says "kind": "llm" holds decoder LLM artifacts in the KV contract
-# edgekit-kv-1 (docs/llm-bundle.md). The runner owns the cache, generates greedily and judges
+# edgekit-kv-2 (docs/llm-bundle.md). The runner owns the cache, generates greedily and judges
 # greedy continuations of golden_llm.npz. The build and `edgekit generate` import these (Decoder,
 # OrtDecoder, llm_spec, generate, generation_figures, token_match, golden_metrics,
 # perplexity_windows, perplexity, llm_broken_bounds, judge_llm), so device and host agree.
-KV_CONTRACT = "edgekit-kv-1"
-KV_INPUTS = ("input_ids", "position_ids", "attention_bias", "past_key", "past_value",
-             "logit_positions")
-KV_OUTPUTS = ("logits", "key", "value")
+KV_CONTRACT = "edgekit-kv-2"
+# the ONNX Runtime form (edgekit.llm.gqa, which takes these names from here): a cache per layer,
+# bound as input and output alike; TFLite keeps the stacked form (TFLiteDecoder)
+ORT_KV_INPUTS = ("input_ids", "seqlens_k", "total_sequence_length", "logit_positions")
 MASKED = -1e9
 LLM_SIZES = ("layers", "kv_heads", "head_dim", "vocab", "context", "prefill_chunk")
 LLM_GOLDEN = ("prompt_ids", "prompt_lengths", "reference_tokens", "first_logits")
@@ -884,7 +884,7 @@ def causal_bias(tokens: int, past_len: int) -> np.ndarray:
 
 
 class Decoder:
-    """The caller-owned KV cache of edgekit-kv-1 and the one interface generation uses:
+    """The caller-owned KV cache of edgekit-kv-2 and the one interface generation uses:
 
     ``step(ids, past_len, logit_rows) -> logits [K, vocab]`` runs the T tokens ``ids`` at
     positions past_len .. past_len+T-1 against cache rows [:past_len], writes their keys and
@@ -895,11 +895,15 @@ class Decoder:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.context, self.vocab = spec["context"], spec["vocab"]
         self.prefill_chunk = spec["prefill_chunk"]
-        shape = (self.context, spec["layers"], spec["kv_heads"], spec["head_dim"])
+        shape = self.cache_shape(spec)
         # np.zeros maps untouched pages lazily: rows never written cost no resident memory
         self.key = np.zeros(shape, np.float32)
         self.value = np.zeros(shape, np.float32)
         self.rows_written = 0  # rows at and past this one are still zero
+
+    def cache_shape(self, spec: dict[str, Any]) -> tuple[int, ...]:
+        """The stacked layout [context, layers, kv_heads, head_dim] (static-shape runtimes)."""
+        return (self.context, spec["layers"], spec["kv_heads"], spec["head_dim"])
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -926,20 +930,40 @@ class Decoder:
         raise NotImplementedError
 
 
+def ort_cache_names(layers: int) -> list[tuple[str, str]]:
+    """(past input, present output) of every layer's key and value (edgekit.llm.gqa)."""
+    return [(f"past_{kind}_{i}", f"present_{kind}_{i}") for i in range(layers)
+            for kind in ("key", "value")]
+
+
 class OrtDecoder(Decoder):
-    """An ONNX Runtime artifact (.onnx or .ort; T, P and K dynamic). I/O binding on OrtValues
-    that share numpy's memory: buffer[:P] goes in as a view and the new keys and values are
-    written by the session straight into buffer[P:P+T], so the cache is never copied."""
+    """An ONNX Runtime artifact (.onnx or .ort; T and K dynamic) in the per-layer form: each
+    layer's key and value buffer [1, kv_heads, context, head_dim] is bound as both its past input
+    and its present output, so GroupQueryAttention appends the new rows in place and the cache is
+    never copied (past_present_share_buffer). Nothing needs zeroing on reset: the op reads rows
+    up to seqlens_k only."""
 
     def __init__(self, ort: Any, sess: Any, spec: dict[str, Any]) -> None:
         super().__init__(spec)
+        names = ort_cache_names(spec["layers"])
         inputs = {i.name for i in sess.get_inputs()}
         outputs = {o.name for o in sess.get_outputs()}
-        if inputs != set(KV_INPUTS) or outputs != set(KV_OUTPUTS):
-            raise RunnerError(f"the artifact's inputs {sorted(inputs)} and outputs "
-                              f"{sorted(outputs)} are not those of {KV_CONTRACT}: {FIX}",
-                              EXIT_USAGE)
+        if inputs != set(ORT_KV_INPUTS) | {p for p, _ in names} or \
+                outputs != {"logits"} | {q for _, q in names}:
+            raise RunnerError(f"the artifact's inputs {sorted(inputs)[:6]} and outputs "
+                              f"{sorted(outputs)[:4]} are not those of {KV_CONTRACT} for "
+                              f"{spec['layers']} layers: {FIX}", EXIT_USAGE)
         self.ort, self.sess = ort, sess
+        wrap = ort.OrtValue.ortvalue_from_numpy
+        self.cache = [(past, present, wrap(self.key[i // 2] if i % 2 == 0 else self.value[i // 2]))
+                      for i, (past, present) in enumerate(names)]
+
+    def cache_shape(self, spec: dict[str, Any]) -> tuple[int, ...]:
+        # [layers, 1, kv_heads, context, head_dim]: buffer[i] is layer i's contiguous cache
+        return (spec["layers"], 1, spec["kv_heads"], self.context, spec["head_dim"])
+
+    def reset(self) -> None:
+        self.rows_written = 0
 
     @classmethod
     def from_file(cls, path: Path, spec: dict[str, Any], threads: int = 1,
@@ -953,18 +977,17 @@ class OrtDecoder(Decoder):
         self.claim_span(tokens, past_len)
         end = past_len + tokens
         feeds = {"input_ids": np.asarray(ids, np.int64).reshape(1, tokens),
-                 "position_ids": np.arange(past_len, end, dtype=np.int64)[None],
-                 "attention_bias": causal_bias(tokens, past_len),
-                 "past_key": self.key[:past_len], "past_value": self.value[:past_len],
+                 "seqlens_k": np.asarray([end - 1], np.int32),
+                 "total_sequence_length": np.asarray(end, np.int32),
                  "logit_positions": np.asarray(logit_rows, np.int64).reshape(-1)}
         logits = np.empty((len(feeds["logit_positions"]), self.vocab), np.float32)
-        outputs = {"logits": logits, "key": self.key[past_len:end],
-                   "value": self.value[past_len:end]}
         wrap, binding = self.ort.OrtValue.ortvalue_from_numpy, self.sess.io_binding()
         for name, array in feeds.items():
             binding.bind_ortvalue_input(name, wrap(array))
-        for name, array in outputs.items():
-            binding.bind_ortvalue_output(name, wrap(array))
+        binding.bind_ortvalue_output("logits", wrap(logits))
+        for past, present, value in self.cache:
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
         self.sess.run_with_iobinding(binding)
         return logits
 
