@@ -23,12 +23,14 @@ import llm_benchmark  # noqa: E402
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
     pytest.importorskip("onnxruntime")
     from edgekit.llm.export import export_decoder
+    from edgekit.llm.gqa import to_shared_cache
     from edgekit.llm.model import load_decoder
 
     folder = tiny_llama_folder(tmp_path_factory.mktemp("llmbench") / "hf")
     _, decoder = load_decoder(folder, 256)
     onnx = folder.parent / "tiny_kv.onnx"
     export_decoder(decoder, onnx, opset=18)
+    to_shared_cache(onnx)  # the ONNX Runtime form, as a bundle ships it
     return folder, onnx
 
 
