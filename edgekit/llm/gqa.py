@@ -57,7 +57,10 @@ def to_shared_cache(path: Path) -> None:
 def _attr(node: Any, name: str) -> Any:
     import onnx
 
-    return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name)
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    raise ConversionError(f"attention node {node.name} has no {name} attribute", _FIX)
 
 
 def _layer(node: Any, layer: int, producer: dict[str, Any]) -> tuple[Any, set[str]]:
