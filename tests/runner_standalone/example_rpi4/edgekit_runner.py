@@ -876,13 +876,6 @@ def llm_spec(manifest: dict[str, Any]) -> dict[str, Any]:
     return dict(spec, eos_token_ids=[int(e) for e in (eos if isinstance(eos, list) else [eos])])
 
 
-def causal_bias(tokens: int, past_len: int) -> np.ndarray:
-    """attention_bias [T, P+T]: query row i sees cache rows 0 .. P+i, -1e9 on the rest."""
-    cols = np.arange(past_len + tokens)[None, :]
-    rows = past_len + np.arange(tokens)[:, None]
-    return np.where(cols <= rows, 0.0, MASKED).astype(np.float32)
-
-
 class Decoder:
     """The caller-owned KV cache of edgekit-kv-2 and the one interface generation uses:
 
