@@ -122,7 +122,6 @@ def check_options(o: PruneOptions) -> None:
 
 
 def validate(options: PruneOptions, model: nn.Module, data: TrainData | None = None, *,
-             teacher: nn.Module | None = None,
              example_inputs: tuple[torch.Tensor, ...] | None = None) -> None:
     """Check ``options`` against this model and data before any work."""
     check_options(options)
@@ -156,7 +155,7 @@ def apply(model: nn.Module, options: PruneOptions, data: TrainData | None = None
     fine-tuning beside the labels, or alone when ``data`` has none
     (``training.finetune_loss``). ``example_inputs`` default to one sample of ``data.x_train``.
     """
-    validate(options, model, data, teacher=teacher, example_inputs=example_inputs)
+    validate(options, model, data, example_inputs=example_inputs)
     if example_inputs is None:
         assert data is not None
         example_inputs = data.example_inputs()

@@ -301,7 +301,7 @@ def validate(recipe: Recipe, model: nn.Module, data: TrainData | None = None, *,
         if m is Method.SHARE:
             sharing.validate(o, model, data)
         elif m is Method.PRUNE:
-            pruning.validate(o, model, data, teacher=model, example_inputs=example_inputs)
+            pruning.validate(o, model, data, example_inputs=example_inputs)
         elif m is Method.LOWRANK:
             lowrank.validate(o, model, data)
         elif m is Method.DISTILL:
