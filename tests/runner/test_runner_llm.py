@@ -103,6 +103,25 @@ def test_ort_decoder_keeps_the_cache_in_place_and_matches_torch(er: ModuleType, 
     assert er.generate(decoder, prompt, 12).tokens == tokens
 
 
+def test_ort_decoder_binds_each_step_shape_once_and_returns_its_own_logits(er: ModuleType, llm: Path) -> None:
+    """The feeds are bound once per (tokens, rows) shape and filled in place: steps of
+    alternating shapes give a fresh decoder's logits, and a returned array is not rewritten by
+    the next step."""
+    spec = er.llm_spec(json.loads((llm / "manifest.json").read_text()))
+    reused, fresh = (er.OrtDecoder.from_file(llm / ONNX, spec) for _ in range(2))
+    plan = [([5, 7, 9], 0, [1, 2]), ([11], 3, [0]), ([13], 4, [0]), ([2, 4], 5, [0, 1]), ([6], 7, [0])]
+    kept = [reused.step(ids, past, rows) for ids, past, rows in plan]
+    assert [k.shape for k in kept] == [(2, 96), (1, 96), (1, 96), (2, 96), (1, 96)]
+    assert reused.bound_shape == (1, 1)
+    sequence = [i for ids, _, _ in plan for i in ids]
+    for (ids, past, rows), got in zip(plan, kept):  # the fresh one: the same history in one prefill
+        fresh.reset()
+        if past:
+            fresh.step(sequence[:past], 0, [0])
+        assert np.abs(got - fresh.step(ids, past, rows)).max() < 1e-5
+    assert not np.array_equal(kept[1], kept[2])  # each step's own array, not the shared buffer
+
+
 def test_bundle_verifies_and_benchmarks_every_artifact(llm: Path, cli, tmp_path: Path, torch_decoder) -> None:
     out = tmp_path / "report.json"
     proc = cli(llm, "--json", str(out))
