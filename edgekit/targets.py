@@ -211,6 +211,8 @@ class LlmConfig:
     int4_scheme: Literal["search", "rtn", "rtn_sym", "grid"] = "search"
     #: the int4 artifact's byte budget (fraction of fp32) within which outlying matrices stay int8
     int4_max_ratio: Fraction = 0.2
+    #: the int4 artifact's tied embedding / LM head: ``int8``, or ``gptq`` (4 bits, edgekit.llm._gptq)
+    int4_head: Literal["int8", "gptq"] = "int8"
     #: the int8 artifact's projections: ``grid`` stores weights already on a block grid (a GGUF
     #: Q4_1 source) exactly and searches the rest; ``search``; ``rtn_sym`` (no offsets: fastest)
     int8_scheme: Literal["search", "rtn_sym", "grid"] = "grid"

@@ -162,8 +162,11 @@ def replace_matmul(rw: Rewrite, model: Any, site: WeightSite, bq: BlockQuant, ac
     rw.drop.add(site.weight)
 
 
-def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, accuracy_level: int) -> None:
-    """Head -> ``MatMulNBits``; lookup -> ``GatherBlockQuantized`` over the same packed weight."""
+def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, accuracy_level: int,
+                      residual: BlockQuant | None = None) -> None:
+    """Head -> ``MatMulNBits``; lookup -> ``GatherBlockQuantized`` over the same packed weight,
+    plus, when given, a ``residual`` table (``table - bq``, symmetric) that only the lookup reads:
+    an int4 head whose embeddings keep about 8 bits."""
     names = rw.store(bq, head.weight, flat=False)
     out = _node(model, head.matmul).output[0]
     rw.nodes[head.matmul] = [_nbits_node(head.matmul, [head.activation, *names], out, bq, accuracy_level)]
@@ -173,31 +176,55 @@ def replace_tied_head(rw: Rewrite, model: Any, head: TiedHead, bq: BlockQuant, a
     if head.lookup is None:
         return
     lookup = _node(model, head.lookup)
-    rw.nodes[head.lookup] = _lookup_nodes(rw, head, lookup, names, bq)
+    rw.nodes[head.lookup] = _lookup_nodes(rw, head, lookup, names, bq, residual)
 
 
-def _lookup_nodes(rw: Rewrite, head: TiedHead, lookup: Any, names: list[str], bq: BlockQuant) -> list[Any]:
-    """The embedding lookup on the head's own packed table B [vocab, blocks, blob]: gathered as
-    [..., blocks, block] rows (only the scales get a [vocab, blocks, 1] view), then reshaped to
-    [..., hidden]. Gathering on a [vocab, hidden] Reshape of B instead made ONNX Runtime's
-    constant folding store the table twice (the .ort file +28 MB for SmolLM2, and the session's
-    memory)."""
+def _row_views(rw: Rewrite, prefix: str, names: list[str], bq: BlockQuant) -> list[Any]:
+    """``GatherBlockQuantized``'s [vocab, blocks, 1] scales (a Reshape of the head's, not a copy)
+    and zero points (one unpacked uint8 per block: the op does not read MatMulNBits' packing)."""
     from onnx import helper, numpy_helper
 
-    if bq.zeros is not None:  # quantize_onnx stores the table symmetric; zero points would need their own view
-        raise ValueError("the tied table's lookup takes a symmetric table (no zero points)")
     vocab, hidden = bq.q.shape
-    axes, ids, scales = f"{head.weight}_last_axis", f"{head.lookup}_ids", f"{head.weight}_scales_rows"
-    rw.tensors.extend([numpy_helper.from_array(np.array([-1], np.int64), axes),
-                       numpy_helper.from_array(np.array([vocab, hidden // bq.block, 1], np.int64), f"{scales}_shape"),
-                       numpy_helper.from_array(np.array([hidden], np.int64), f"{head.weight}_hidden")])
+    shape = f"{prefix}_scales_rows_shape"
+    rw.tensors.append(numpy_helper.from_array(np.array([vocab, hidden // bq.block, 1], np.int64), shape))
+    if bq.zeros is not None:
+        rw.tensors.append(numpy_helper.from_array(bq.zeros.reshape(vocab, -1, 1).astype(np.uint8), f"{prefix}_zp_rows"))
+    return [helper.make_node("Reshape", [names[1], shape], [f"{prefix}_scales_rows"], name=f"{prefix}_scales_view")]
+
+
+def _gather(prefix: str, data: str, ids: str, bq: BlockQuant, out: str) -> Any:
+    from onnx import helper
+
+    inputs = [data, ids, f"{prefix}_scales_rows"] + ([f"{prefix}_zp_rows"] if bq.zeros is not None else [])
+    return helper.make_node("GatherBlockQuantized", inputs, [out], name=f"{prefix}_gather", domain=MS_DOMAIN,
+                            bits=bq.bits, block_size=bq.block, gather_axis=0, quantize_axis=2)
+
+
+def _lookup_nodes(rw: Rewrite, head: TiedHead, lookup: Any, names: list[str], bq: BlockQuant,
+                  residual: BlockQuant | None) -> list[Any]:
+    """The embedding lookup on the head's own packed table B [vocab, blocks, blob]: gathered as
+    [..., blocks, block] rows, then reshaped to [..., hidden]. Gathering on a [vocab, hidden]
+    Reshape of B instead made ONNX Runtime's constant folding store the table twice (the .ort
+    file +28 MB for SmolLM2, and the session's memory)."""
+    from onnx import helper, numpy_helper
+
+    hidden = bq.q.shape[1]
+    axes, ids = f"{head.weight}_last_axis", f"{head.lookup}_ids"
     blocks, shape = f"{head.lookup}_blocks", f"{head.lookup}_shape"
-    return [
-        # GatherND with indices [..., 1] is Gather on the squeezed indices
-        helper.make_node("Squeeze", [lookup.input[1], axes], [ids], name=f"{head.lookup}_squeeze"),
-        helper.make_node("Reshape", [names[1], f"{scales}_shape"], [scales], name=f"{head.lookup}_scales"),
-        helper.make_node("GatherBlockQuantized", [names[0], ids, scales], [blocks], name=head.lookup,
-                         domain=MS_DOMAIN, bits=bq.bits, block_size=bq.block, gather_axis=0, quantize_axis=2),
+    rw.tensors.extend([numpy_helper.from_array(np.array([-1], np.int64), axes),
+                       numpy_helper.from_array(np.array([hidden], np.int64), f"{head.weight}_hidden")])
+    # GatherND with indices [..., 1] is Gather on the squeezed indices
+    nodes = [helper.make_node("Squeeze", [lookup.input[1], axes], [ids], name=f"{head.lookup}_squeeze"),
+             *_row_views(rw, head.weight, names, bq)]
+    if residual is None:
+        nodes.append(_gather(head.weight, names[0], ids, bq, blocks))
+    else:
+        extra = rw.store(residual, f"{head.weight}_residual", flat=False)
+        nodes += [*_row_views(rw, f"{head.weight}_residual", extra, residual),
+                  _gather(head.weight, names[0], ids, bq, f"{blocks}_head"),
+                  _gather(f"{head.weight}_residual", extra[0], ids, residual, f"{blocks}_residual"),
+                  helper.make_node("Add", [f"{blocks}_head", f"{blocks}_residual"], [blocks], name=f"{head.lookup}_sum")]
+    return nodes + [
         helper.make_node("Shape", [ids], [f"{shape}_ids"], name=f"{head.lookup}_ids_shape"),
         helper.make_node("Concat", [f"{shape}_ids", f"{head.weight}_hidden"], [shape], name=f"{head.lookup}_out_shape", axis=0),
         helper.make_node("Reshape", [blocks, shape], [lookup.output[0]], name=f"{head.lookup}_rows")]

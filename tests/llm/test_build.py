@@ -28,7 +28,7 @@ def tiny_profile(path, tflite: bool = True, lean: bool = False):
              'int4_scheme = "search"': 'int4_scheme = "search"' + ('\ntflite_precisions = ["fp32", "int8_dynamic"]' if tflite else ""),
              "[llm.tolerance.int8]\nmin_token_match = 0.75\nmin_logits_cosine = 0.995":
                  "[llm.tolerance.int8]\nmin_logits_cosine = 0.99",
-             "[llm.tolerance.int4]\nmin_token_match = 0.08\nmin_logits_cosine = 0.6":
+             "[llm.tolerance.int4]\nmin_token_match = 0.05\nmin_logits_cosine = 0.6":
                  "[llm.tolerance.int4]\nmin_logits_cosine = 0.2\n\n[llm.tolerance.int8_dynamic]\nmin_logits_cosine = 0.98"}
     if lean:
         edits["golden_prompts = 16"] = "golden_prompts = 4"

@@ -46,6 +46,11 @@ def test_the_graph_has_one_attention_op_per_layer_and_the_per_layer_io(pair):
     ops = [n.op_type for n in model.graph.node]
     layers = decoder.config.layers
     assert ops.count("GroupQueryAttention") == layers and not {"Attention", "RotaryEmbedding", "Concat"} & set(ops)
+    # every norm after a residual add is fused with it: all but the first block's input norm and the
+    # final norm (which reads the gathered logit rows)
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers - 1 and ops.count("RMSNormalization") == 2
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert not [n.name for n in model.graph.node if n.op_type == "RMSNormalization" and producer.get(n.input[0]) == "Add"]
     names = cache_names(layers)
     assert [i.name for i in model.graph.input] == list(ORT_INPUTS) + [p for p, _ in names]
     assert [o.name for o in model.graph.output] == ["logits"] + [q for _, q in names]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.llm.quantize import QuantizeError, QuantOptions, activation_diags, contract_feed, quantize_onnx
+from edgekit.llm.quantize import QuantizeError, QuantOptions, activation_diags, contract_feed, head_gram, quantize_onnx
 from tests.tiny_models import tiny_llama_folder
 
 DIMS = (2, 2, 16)  # layers, kv heads, head dim of tiny_llama_folder
@@ -113,6 +113,52 @@ def test_promotion_respects_the_budget(fp32: Path, diags: dict, tmp_path: Path) 
 def test_search_without_calibration_is_a_one_line_error(fp32: Path, tmp_path: Path) -> None:
     with pytest.raises(QuantizeError, match="calibration activations"):
         quantize_onnx(fp32, tmp_path / "x.onnx", QuantOptions(scheme="search"))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _embeddings(path: Path, fp32: Path, ids: list[int]) -> np.ndarray:
+    """The lookup's output (the rows fed to the first block) for ``ids``."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    lookup = next(n for n in onnx.load(str(fp32)).graph.node if n.op_type == "GatherND")
+    model.graph.output.extend([onnx.ValueInfoProto(name=lookup.output[0])])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([lookup.output[0]], contract_feed(ids, [len(ids) - 1], *DIMS))[0].reshape(len(ids), -1)
+
+
+def test_gptq_head_is_int4_closer_than_rtn_with_an_8_bit_lookup(fp32: Path, diags: dict, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(1)  # the diags fixture's windows
+    gram = head_gram(fp32, [rng.integers(3, 96, 24).tolist() for _ in range(4)])
+    opts = QuantOptions(head_bits=4, head_scheme="gptq", max_ratio=0.0)
+    report = quantize_onnx(fp32, tmp_path / "a.onnx", opts, diags, gram)
+    quantize_onnx(fp32, tmp_path / "b.onnx", opts, diags, gram)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    rtn = quantize_onnx(fp32, tmp_path / "rtn.onnx", QuantOptions(head_bits=4, max_ratio=0.0), diags)
+    head = [layer for layer in report.layers if layer.role == "tied_head"]
+    assert [(layer.bits, layer.scheme) for layer in head] == [(4, "gptq")]
+    heads = {n.name: n for n in onnx.load(str(tmp_path / "a.onnx")).graph.node if n.op_type == "MatMulNBits"}
+    assert {a.name: a.i for a in heads[max(heads)].attribute if a.name in ("bits", "N")} == {"bits": 4, "N": 96}
+    ref = _logits(fp32)
+    assert _cosine(_logits(tmp_path / "a.onnx"), ref) > _cosine(_logits(tmp_path / "rtn.onnx"), ref)
+    # the lookup reads head + residual: near 8-bit rows, where the 4-bit table alone is coarse
+    table = numpy_helper.to_array(next(t for t in onnx.load(str(fp32)).graph.initializer if list(t.dims) == [96, 64]))
+    ids = [1, 17, 42, 5, 88]
+    err = np.abs(_embeddings(tmp_path / "a.onnx", fp32, ids) - table[ids]).max()
+    err4 = np.abs(_embeddings(tmp_path / "rtn.onnx", fp32, ids) - table[ids]).max()
+    assert err < np.abs(table).max() / 100 and err < err4 / 4
+    assert report.bytes < rtn.bytes + 96 * 64  # a 4-bit residual beside the table, not a second 8-bit one (6,912 B)
+
+
+def test_gptq_head_needs_its_gram_and_4_bits(fp32: Path, diags: dict, tmp_path: Path) -> None:
+    with pytest.raises(QuantizeError, match="Gram"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", QuantOptions(head_bits=4, head_scheme="gptq"), diags)
+    with pytest.raises(QuantizeError, match="gptq"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", QuantOptions(head_bits=8, head_scheme="gptq"), diags, np.eye(64))
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 from edgekit.context import Artifact, BuildContext
 from edgekit.llm.gqa import to_shared_cache
-from edgekit.llm.quantize import QuantOptions, QuantReport, activation_diags, quantize_onnx, text_windows
+from edgekit.llm.quantize import QuantOptions, QuantReport, activation_diags, head_gram, quantize_onnx, text_windows
 from edgekit.llm.stages.export import _tolerance
 from edgekit.stages.base import Stage
 from edgekit.text import load_sentences
@@ -27,14 +27,16 @@ def options_for(ctx: BuildContext, precision: str, scheme: str | None = None) ->
     cfg = ctx.profile.llm
     if precision == "int8":
         return QuantOptions(bits=8, scheme=scheme or cfg.int8_scheme, block_size=cfg.int4_block_size)
+    head = {"head_bits": 4, "head_scheme": "gptq"} if cfg.int4_head == "gptq" else {}
     return QuantOptions(bits=4, scheme=scheme or cfg.int4_scheme, block_size=cfg.int4_block_size,
-                        max_ratio=cfg.int4_max_ratio)
+                        max_ratio=cfg.int4_max_ratio, **head)
 
 
 def record(report: QuantReport) -> dict:
     promoted = [c.name for c in report.layers if c.bits == 8 and c.role == "projection" and report.options.bits == 4]
     return {"scheme": f"{report.options.bits}-bit {report.options.scheme}, block {report.options.block_size}",
             "accuracy_level": report.options.accuracy_level, "head_bits": report.options.head_bits,
+            "head_scheme": report.options.head_scheme,
             "ratio_to_fp32": round(report.ratio, 4), "kept_int8": promoted,
             "weighted_error": round(sum(c.error for c in report.layers), 6),
             "rtn_weighted_error": round(sum(c.rtn_error for c in report.layers), 6)}
@@ -53,15 +55,18 @@ class QuantizeDecoder(Stage):
         windows = text_windows(llm.tokenizer_file, load_sentences("calibration"), window, CALIBRATION_TOKENS)
         ctx.reporter.info(f"calibration statistics on {sum(map(len, windows))} tokens of the calibration split")
         diags = activation_diags(llm.onnx_fp32, windows)
-        for precision in [p.value for p in ctx.profile.llm.ort_precisions if p.value in ("int8", "int4")]:
+        precisions = [p.value for p in ctx.profile.llm.ort_precisions if p.value in ("int8", "int4")]
+        gptq = any(options_for(ctx, p).head_scheme == "gptq" for p in precisions)
+        gram = head_gram(llm.onnx_fp32, windows) if gptq else None
+        for precision in precisions:
             target = ctx.bundle_dir / f"model_{precision}.onnx"
-            report = quantize_onnx(llm.onnx_fp32, target, options_for(ctx, precision), diags)
+            report = quantize_onnx(llm.onnx_fp32, target, options_for(ctx, precision), diags, gram)
             to_shared_cache(target)
             artifact = Artifact(target.name, "onnx", precision, "onnxruntime", tolerance=_tolerance(ctx, precision),
                                 quantization=record(report))
             if precision == "int4":
                 baseline = ctx.scratch_dir / "baseline_int4_rtn.onnx"
-                rtn = quantize_onnx(llm.onnx_fp32, baseline, options_for(ctx, precision, "rtn"), diags)
+                rtn = quantize_onnx(llm.onnx_fp32, baseline, options_for(ctx, precision, "rtn"), diags, gram)
                 to_shared_cache(baseline)
                 artifact.quantization["baselines"] = {"rtn": {"file": str(baseline), "bytes": rtn.bytes,
                                                               "scheme": record(rtn)["scheme"]}}
